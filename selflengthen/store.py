@@ -1,0 +1,225 @@
+"""The run directory: append-only JSONL per stage and round, atomic final files, resume, lock.
+
+Layout (checked from outside, see README):
+
+    RUN/manifest.json                      resolved config (no secrets), package version
+    RUN/run.lock                           held by the one process writing this run
+    RUN/round-K/instructions.jsonl         Step 0, one line per instruction slot
+    RUN/round-K/answers.jsonl              Step 1 after length-biased sampling (final verdicts)
+    RUN/round-K/extensions.jsonl           Step 2 after length-biased sampling (final verdicts)
+    RUN/round-K/sft/{generator,extender}.jsonl
+    RUN/round-K/adapters/{generator,extender}/   PEFT LoRA adapters
+    RUN/round-K/summary.json               the round's figures; its presence marks the round done
+    RUN/round-K/work/                      partial files of unfinished stages, checkpoints
+
+Resume rule: a line is written and flushed when its item finishes, so a restart skips ids
+already present. A crash can tear only the last line; it is detected and cut off on reopen,
+never parsed as data. Final files are written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from selflengthen.errors import DataError, RunLockedError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file + fsync + rename: readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def atomic_write_jsonl(path: Path, rows: Iterator[dict] | list[dict]) -> int:
+    """Write all rows to `path` atomically (streamed to the temporary file). Returns the count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    n = 0
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return n
+
+
+def read_jsonl(path: Path, *, repair_tail: bool = False) -> Iterator[dict]:
+    """Yield the objects of a JSONL file, streaming.
+
+    A last line without its newline is a write torn by a crash: it is skipped (and with
+    `repair_tail` cut off the file, so appends start on a clean line). Any other bad line is
+    corrupt data: DataError naming the file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    if repair_tail:
+        _cut_torn_tail(path)
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.endswith(b"\n"):
+                return  # torn tail from a crash: never data
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{line_no}: not UTF-8 (bad byte at column {exc.start + 1})") from None
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{line_no}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
+            yield obj
+
+
+def _cut_torn_tail(path: Path) -> None:
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        # Find the last newline; everything after it is the torn line.
+        pos = size
+        chunk = 65536
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            block = f.read(pos - start)
+            i = block.rfind(b"\n")
+            if i != -1:
+                f.truncate(start + i + 1)
+                return
+            pos = start
+        f.truncate(0)
+
+
+class JsonlAppender:
+    """Append-only writer: one JSON line per finished item, flushed at once (survives kill -9)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _cut_torn_tail(self.path) if self.path.exists() else None
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def existing_ids(path: Path) -> set[str]:
+    return {row["id"] for row in read_jsonl(path, repair_tail=True) if "id" in row}
+
+
+class RunLock:
+    """One writer per run. An OS file lock (fcntl.flock): the kernel releases it when the holder
+    dies, so a crashed run never leaves the directory stuck."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "run.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunLockedError(
+                f"run directory {self.path.parent} is in use by pid {holder}; wait for it or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class RoundDir:
+    """Paths of one round's files."""
+
+    def __init__(self, run_dir: Path, k: int):
+        self.k = k
+        self.path = Path(run_dir) / f"round-{k}"
+        self.instructions = self.path / "instructions.jsonl"
+        self.answers = self.path / "answers.jsonl"
+        self.extensions = self.path / "extensions.jsonl"
+        self.sft_dir = self.path / "sft"
+        self.adapters = self.path / "adapters"
+        self.summary = self.path / "summary.json"
+        self.work = self.path / "work"
+
+    def sft(self, role: str) -> Path:
+        return self.sft_dir / f"{role}.jsonl"
+
+    def adapter(self, role: str) -> Path:
+        return self.adapters / role
+
+    def partial(self, stage: str) -> Path:
+        """Per-item progress of a stage whose final file needs all items (selection)."""
+        return self.work / f"{stage}.partial.jsonl"
+
+    def stats(self, stage: str) -> Path:
+        return self.work / f"{stage}.stats.json"
+
+
+def round_dir(run_dir: Path, k: int) -> RoundDir:
+    return RoundDir(Path(run_dir), k)
+
+
+def adapter_complete(path: Path) -> bool:
+    return (path / "adapter_config.json").is_file() and (path / "adapter_model.safetensors").is_file()
