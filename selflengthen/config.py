@@ -54,6 +54,9 @@ class EngineConfig(_Strict):
     batch_wait_ms: int = Field(
         20, ge=0, le=10000, description="how long the batcher waits for more requests before starting a batch"
     )
+    max_in_flight: int = Field(
+        0, ge=0, description="items a stage keeps running at once (0 = 2 x batch_size, so the next batch is ready)"
+    )
 
 
 class InstructConfig(_Strict):
@@ -68,6 +71,9 @@ class InstructConfig(_Strict):
         False, description="draw the 2 in-context examples from accepted instructions too, not only seeds"
     )
     max_tokens: int = Field(256, ge=8, description="max new tokens for one instruction")
+    answer_seeds: int = Field(
+        0, ge=0, description="round 1 also answers this many seed instructions (0 = only new ones, as in the paper)"
+    )
     judge_max_tokens: int = Field(8, ge=1, description="max new tokens for the yes/no judge")
 
 
@@ -126,6 +132,8 @@ class TrainConfig(_Strict):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     seed: int = Field(42, description="training seed")
     logging_steps: int = Field(1, ge=1, description="log the loss every this many steps")
+    save_steps: int = Field(50, ge=1, description="checkpoint every this many steps (a killed training resumes there)")
+    gradient_checkpointing: bool = Field(False, description="trade compute for memory (GPU runs of big models)")
 
 
 class Config(_Strict):
@@ -271,9 +279,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             value = raw
         set_dotted(data, key.strip(), value)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise explain_validation_error(exc, Config, file, text) from None
+    if path is not None and config.seeds_file and not Path(config.seeds_file).is_absolute():
+        # A seeds file named in a config is found beside the config, wherever the user runs from.
+        beside = Path(path).parent / config.seeds_file
+        if beside.exists() and not Path(config.seeds_file).exists():
+            config.seeds_file = str(beside)
+    return config
 
 
 def dump_config(config: Config) -> dict[str, Any]:

@@ -207,7 +207,10 @@ def _field(obj: dict[str, Any], key: str, where: str, *, required: bool = False)
 # A new numbered item at the start of a line, in either language and any numbering,
 # allowing markdown decoration ("**Instruction 5:**", "- 指令 4："). Models sometimes skip
 # or renumber items, so the stop marker alone is not enough.
-_NEXT_ITEM = re.compile(r"^[ \t>*#_\-]*(?:instruction|指令)[ \t]*\d+", re.IGNORECASE | re.MULTILINE)
+_NEXT_ITEM = re.compile(r"^[ \t>*#_\-]*(?:instructions?|指令)[ \t]*\d+", re.IGNORECASE | re.MULTILINE)
+# Small models also run the next item on in the same line: "... project. Instructions 4: Write ...".
+# Only numbers from 4 up count there, so a "3" inside the instruction itself is never cut.
+_INLINE_NEXT = re.compile(r"(?:instructions?|指令)[ \t]*(?:[4-9]|\d{2,})[ \t]*[:：.]", re.IGNORECASE)
 
 
 _ECHO_THIRD = re.compile(r"^\s*(?:instruction|指令)[ \t]*3(?!\d)", re.IGNORECASE)
@@ -229,9 +232,10 @@ def parse_self_instruct(text: str, language: str) -> str:
     idx = text.lower().find(stop.lower())
     if idx >= 0:
         cut = idx
-    match = _NEXT_ITEM.search(text)
-    if match and match.start() < cut:
-        cut = match.start()
+    for pattern in (_NEXT_ITEM, _INLINE_NEXT):
+        match = pattern.search(text)
+        if match and match.start() < cut:
+            cut = match.start()
     result = text[:cut].strip()
     # The prefill ends in "Instruction 3:", but a model may repeat the colon.
     result = result.lstrip(":： \t\n").strip()

@@ -1,0 +1,44 @@
+"""Figures of one round, computed from its files (so they always agree with the records)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+
+from selflengthen.store import RoundDir, read_jsonl
+
+
+def _stage_figures(path: Path) -> dict:
+    made = kept = 0
+    reasons: Counter[str] = Counter()
+    words: list[int] = []
+    for row in read_jsonl(path):
+        made += 1
+        for attempt in row.get("attempts", ()):
+            reasons[attempt.get("reason", "unknown")] += 1
+        if row.get("verdict") == "kept":
+            kept += 1
+            words.append(int(row.get("words", 0)))
+        elif row.get("verdict") not in {a.get("reason") for a in row.get("attempts", ())}:
+            reasons[row.get("verdict", "unknown")] += 1  # e.g. length_biased_sampling
+    figures = {"made": made, "kept": kept, "rejections": dict(reasons.most_common())}
+    if words:
+        figures.update(mean_words=round(statistics.fmean(words), 1), median_words=statistics.median(words))
+    return figures
+
+
+def round_summary(rd: RoundDir, training: dict, minutes: dict) -> dict:
+    return {
+        "round": rd.k,
+        "instructions": _stage_figures(rd.instructions),
+        "answers": _stage_figures(rd.answers),
+        "extensions": _stage_figures(rd.extensions),
+        "training": training,
+        "minutes": minutes,
+    }
+
+
+def load_summary(rd: RoundDir) -> dict | None:
+    return json.loads(rd.summary.read_text()) if rd.summary.is_file() else None

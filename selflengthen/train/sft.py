@@ -1,0 +1,152 @@
+"""LoRA SFT of one role with TRL: read a prompt-completion JSONL, write a PEFT adapter directory.
+
+The same function runs in-process on a laptop and as a module entry point
+(`python -m selflengthen.train`) under `accelerate launch`. Round k continues from round k-1's
+adapter of the same role. Examples longer than `max_length` tokens are dropped and counted,
+never truncated (a truncated long answer teaches the model to stop mid-sentence).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from selflengthen.errors import TrainingError
+from selflengthen.store import adapter_complete, atomic_write_json, read_jsonl
+
+
+def _token_length(tokenizer: Any, row: dict) -> int:
+    ids = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return len(ids)
+
+
+def last_checkpoint(work_dir: Path) -> str | None:
+    if not work_dir.is_dir():
+        return None
+    ckpts = [p for p in work_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return str(max(ckpts, key=lambda p: int(p.name.split("-")[1]))) if ckpts else None
+
+
+def train_adapter(
+    *,
+    base: str,
+    data: Path,
+    out_dir: Path,
+    train_config: Any,
+    init_adapter: Path | None = None,
+    work_dir: Path | None = None,
+    device: str = "cpu",
+    dtype: str = "auto",
+    gradient_checkpointing: bool = False,
+) -> dict:
+    """Train one adapter; returns stats (examples, dropped_too_long, final_loss, loss_history, ...).
+
+    `base` is a resolved model directory or hub id. The adapter is written to a temporary
+    sibling and renamed, so `out_dir` is either absent or complete.
+    """
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from selflengthen.model import pick_dtype
+
+    started = time.perf_counter()
+    out_dir, work_dir = Path(out_dir), Path(work_dir or Path(out_dir).with_name(Path(out_dir).name + ".work"))
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    max_length = train_config.max_length or int(getattr(_config_of(base), "max_position_embeddings", 0) or 8192)
+
+    rows, dropped = [], 0
+    for row in read_jsonl(data):
+        if _token_length(tokenizer, row) > max_length:
+            dropped += 1
+            continue
+        rows.append({"prompt": row["prompt"], "completion": row["completion"]})
+    stats: dict[str, Any] = {"examples": len(rows), "dropped_too_long": dropped, "max_length": max_length}
+    if not rows:
+        raise TrainingError(f"no training examples left in {data} ({dropped} longer than {max_length} tokens)")
+
+    torch_dtype = pick_dtype(dtype, device)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
+    peft_config = None
+    if init_adapter is not None:
+        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    else:
+        lora = train_config.lora
+        peft_config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            task_type="CAUSAL_LM",
+        )
+    args = SFTConfig(
+        output_dir=str(work_dir),
+        num_train_epochs=train_config.epochs,
+        max_steps=train_config.max_steps,
+        learning_rate=train_config.learning_rate,
+        lr_scheduler_type=train_config.lr_scheduler,
+        warmup_steps=train_config.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
+        per_device_train_batch_size=train_config.batch_size,
+        gradient_accumulation_steps=train_config.gradient_accumulation,
+        logging_steps=train_config.logging_steps,
+        save_strategy="steps",
+        save_steps=max(1, train_config.save_steps),
+        save_total_limit=1,
+        max_length=max_length,
+        seed=train_config.seed,
+        report_to="none",
+        use_cpu=not device.startswith("cuda"),
+        bf16=torch_dtype == torch.bfloat16,
+        gradient_checkpointing=gradient_checkpointing,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    trainer.train(resume_from_checkpoint=last_checkpoint(work_dir))
+    history = [[h["step"], round(h["loss"], 4)] for h in trainer.state.log_history if "loss" in h]
+
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(str(tmp))
+    if not adapter_complete(tmp):
+        raise TrainingError(f"training finished but no adapter was written to {tmp}")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints are only for resuming this training
+    stats.update(
+        final_loss=history[-1][1] if history else None,
+        loss_history=history,
+        steps=trainer.state.global_step,
+        train_tokens=int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0),
+        seconds=round(time.perf_counter() - started, 1),
+        continued_from=str(init_adapter) if init_adapter else None,
+    )
+    atomic_write_json(out_dir / "training_stats.json", stats)
+    return stats
+
+
+def _config_of(base: str) -> Any:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(base)
+
+
+def load_stats(adapter_dir: Path) -> dict:
+    path = Path(adapter_dir) / "training_stats.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
