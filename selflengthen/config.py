@@ -48,8 +48,117 @@ class ModelConfig(_Strict):
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
 
 
+# ---------------------------------------------------------------- engines (issue 4: servers, Ray)
+
+
+class OpenAIEngineConfig(_Strict):
+    """Any OpenAI-compatible server (vLLM, SGLang, llama.cpp): `engine.kind: openai`."""
+
+    base_urls: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8000/v1"],
+        description="server URLs (replicas), with or without /v1; requests go to the least loaded one",
+    )
+    api_key_env: str | None = Field(
+        None, description="NAME of the environment variable that holds the API key (the key itself is never stored)"
+    )
+    mode: Literal["completions", "chat"] = Field(
+        "completions",
+        description="completions: we render the chat template and POST /v1/completions (portable prefill); "
+        "chat: POST /v1/chat/completions with continue_final_message for a prefill",
+    )
+    model: str | None = Field(None, description="served name of the base model; None = the first of GET /v1/models")
+    adapter_models: dict[str, str] = Field(
+        default_factory=dict,
+        description="role -> served name of an adapter you loaded yourself (e.g. vllm --lora-modules); "
+        "roles not listed are loaded each round under a new name via the server's runtime LoRA API",
+    )
+    lora_api: Literal["auto", "vllm", "sglang", "none"] = Field(
+        "auto", description="runtime LoRA loading endpoint; auto = the managed server's, else vllm"
+    )
+    sampling_fields: Literal["auto", "vllm", "llamacpp", "openai"] = Field(
+        "auto",
+        description="how top_k / repetition_penalty are sent: vllm (also SGLang), llamacpp (repeat_penalty), "
+        "openai (standard fields only); auto = the managed server's dialect, else vllm",
+    )
+    tokenizer: str | None = Field(
+        None, description="tokenizer dir or hub id for completions mode; None = the one of model.base"
+    )
+    context_length: int = Field(
+        0, ge=0, description="server context in tokens; max_tokens is clamped to fit it (0 = no clamp)"
+    )
+    max_concurrency_per_url: int = Field(64, ge=1, le=100000, description="requests in flight per server URL")
+    connect_timeout_s: float = Field(10.0, gt=0, description="seconds to open a connection")
+    timeout_s: float = Field(
+        1800.0, gt=0, description="seconds one attempt may take (long answers take minutes on a busy server)"
+    )
+    max_retries: int = Field(6, ge=0, le=100, description="retries per request after timeouts, resets, 429, 5xx, garbage")
+    backoff_initial_s: float = Field(1.0, ge=0, description="first retry delay; doubles per retry, with jitter")
+    backoff_max_s: float = Field(60.0, ge=0, description="upper bound of one backoff delay")
+    retry_after_max_s: float = Field(300.0, ge=0, description="longest Retry-After (429/503) we honour")
+    request_budget_s: float = Field(
+        7200.0, gt=0, description="wall-clock budget of one request across all its attempts and waits"
+    )
+    fail_fast_failures: int = Field(
+        32, ge=1, description="after this many failed attempts in a row (engine-wide, no success between) ..."
+    )
+    fail_fast_after_s: float = Field(
+        120.0, ge=0, description="... and this many seconds without a success, every request fails: the run stops"
+    )
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="extra JSON fields sent with every request (server-specific options)"
+    )
+
+
+class ServerConfig(_Strict):
+    """A server the run starts and stops itself (`engine.kind: openai` with `server.managed: true`)."""
+
+    managed: bool = Field(False, description="start the server from `command` (or the preset), stop it at the end")
+    preset: Literal["vllm", "sglang", "llamacpp"] = Field(
+        "vllm", description="command template, runtime LoRA API and sampling dialect to use"
+    )
+    command: str | None = Field(
+        None,
+        description="command template overriding the preset's; placeholders {model} {gguf} {host} {port} "
+        "{served_model_name} {tensor_parallel_size} {data_parallel_size} {max_loras} {max_lora_rank} {n_ctx} "
+        "{threads} {python} {lora_modules}",
+    )
+    host: str = Field("127.0.0.1", description="interface the server listens on (loopback unless you need more)")
+    port: int = Field(0, ge=0, le=65535, description="port; 0 = a free one")
+    served_model_name: str = Field("base", description="name the base model is served under")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model replica (vLLM/SGLang)")
+    data_parallel_size: int = Field(1, ge=1, description="model replicas behind the one endpoint (vLLM/SGLang)")
+    max_loras: int = Field(2, ge=1, description="adapters in one batch (Generator + Extender = 2)")
+    max_lora_rank: int = Field(64, ge=1, description="largest LoRA rank the server accepts; must be >= train.lora.r")
+    n_ctx: int = Field(8192, ge=256, description="context window of the llama.cpp server, in tokens")
+    gguf: str | None = Field(None, description="GGUF file for the llama.cpp preset; None = the embedded model's")
+    extra_args: list[str] = Field(default_factory=list, description="arguments appended to the command")
+    env: dict[str, str] = Field(default_factory=dict, description="environment variables added for the server")
+    ready_timeout_s: float = Field(900.0, gt=0, description="seconds to wait for the server to answer /v1/models")
+    stop_timeout_s: float = Field(30.0, gt=0, description="seconds between SIGTERM and SIGKILL when stopping")
+    log_file: str | None = Field(None, description="server log; None = RUN_DIR/logs/server.log")
+
+
+class RayEngineConfig(_Strict):
+    """Multi-node batch inference with Ray Data's vLLM processor: `engine.kind: ray`."""
+
+    address: str | None = Field(None, description="Ray cluster address for ray.init; None = RAY_ADDRESS or local")
+    concurrency: int = Field(1, ge=1, description="vLLM engine replicas across the cluster")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica (tensor parallel)")
+    pipeline_parallel_size: int = Field(1, ge=1, description="pipeline stages per replica (spans nodes)")
+    batch_size: int = Field(64, ge=1, description="rows per batch sent to one vLLM replica")
+    max_model_len: int = Field(0, ge=0, description="vLLM max_model_len (0 = the model's)")
+    max_loras: int = Field(2, ge=1, description="adapters in one batch")
+    max_lora_rank: int = Field(64, ge=1, description="largest LoRA rank; must be >= train.lora.r")
+    accelerator_type: str | None = Field(None, description="Ray accelerator type, e.g. 'H100' (None = any)")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments")
+    job_size: int = Field(8192, ge=1, description="most requests gathered into one Ray Data job")
+    job_wait_s: float = Field(
+        2.0, ge=0, description="seconds to wait for more requests before starting a job (items in flight refill)"
+    )
+
+
 class EngineConfig(_Strict):
-    kind: Literal["transformers", "fake"] = Field("transformers", description="generation backend")
+    kind: Literal["transformers", "openai", "ray", "fake"] = Field("transformers", description="generation backend")
     batch_size: int = Field(16, ge=1, le=4096, description="max sequences per generate() batch")
     batch_wait_ms: int = Field(
         20, ge=0, le=10000, description="how long the batcher waits for more requests before starting a batch"
@@ -57,6 +166,9 @@ class EngineConfig(_Strict):
     max_in_flight: int = Field(
         0, ge=0, description="items a stage keeps running at once (0 = 2 x batch_size, so the next batch is ready)"
     )
+    openai: OpenAIEngineConfig = Field(default_factory=OpenAIEngineConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    ray: RayEngineConfig = Field(default_factory=RayEngineConfig)
 
 
 class InstructConfig(_Strict):
@@ -136,6 +248,81 @@ class TrainConfig(_Strict):
     gradient_checkpointing: bool = Field(False, description="trade compute for memory (GPU runs of big models)")
 
 
+class FinalConfig(_Strict):
+    """After the last round: collect, add length constraints, train the final model (issue 5)."""
+
+    enabled: bool = Field(False, description="`run` ends with collect -> length control -> final SFT")
+    # --- collect
+    min_words: int = Field(2000, ge=0, description="keep collected responses of at least this many words")
+    max_words: int = Field(8000, ge=1, description="... and at most this many")
+    include_sampled_out: bool = Field(
+        False, description="also collect texts that passed the checks but lost the length-biased draw"
+    )
+    extra_answers: int = Field(
+        0, ge=0, description="extra Generator answers (last round's adapter) to fresh self-instructed queries"
+    )
+    near_duplicate_threshold: float = Field(
+        0.7, gt=0.0, le=1.0, description="estimated Jaccard of response 5-grams at or above which it is a near duplicate"
+    )
+    # --- length constraints (paper: about 40%, range 25%, above 10%, below 25%)
+    type_weights: dict[str, float] = Field(
+        default_factory=lambda: {"about": 0.4, "range": 0.25, "above": 0.1, "below": 0.25},
+        description="relative frequency of each constraint type (about, range, above, below)",
+    )
+    unit: int = Field(1000, ge=1, description="numbers are rounded to this many words")
+    wide_unit: int = Field(2000, ge=1, description="... or to this many, with probability wide_unit_prob")
+    wide_unit_prob: float = Field(0.2, ge=0.0, le=1.0, description="chance of the wide unit")
+    fine_units: list[int] = Field(
+        default_factory=lambda: [500, 100, 50, 10],
+        description="finer units, tried in order when the coarse one would put the response outside its own window",
+    )
+    zh_numeral_prob: float = Field(
+        0.5, ge=0.0, le=1.0, description="share of Chinese constraints written in Chinese numerals (三千字)"
+    )
+    # --- the LLM rewrite that weaves the constraint into the query
+    rewrite: bool = Field(True, description="weave constraints in with an LLM rewrite; false = templates only")
+    rewrite_attempts: int = Field(1, ge=1, description="LLM rewrites tried per query before the template fallback")
+    rewrite_max_tokens: int = Field(512, ge=16, description="max new tokens of one rewrite")
+    rewrite_min_overlap: float = Field(
+        0.6, ge=0.0, le=1.0, description="share of the original query's words a rewrite must keep (else: task changed)"
+    )
+    rewrite_max_growth: float = Field(
+        2.0, gt=1.0, description="a rewrite may have at most this many times the words of query + constraint"
+    )
+    # --- the final SFT
+    method: Literal["lora", "full"] = Field("lora", description="LoRA adapter or full fine-tuning of the base")
+    train: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fields of the run's `train` section to change for the final SFT, e.g. {epochs: 2}",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FinalConfig:
+        if self.min_words > self.max_words:
+            raise ValueError("final.min_words must not exceed final.max_words")
+        unknown = sorted(set(self.type_weights) - {"about", "range", "above", "below"})
+        if unknown:
+            raise ValueError(f"final.type_weights: unknown type(s) {unknown}; use about, range, above, below")
+        if any(w < 0 for w in self.type_weights.values()) or sum(self.type_weights.values()) <= 0:
+            raise ValueError("final.type_weights must be non-negative with a positive sum")
+        if any(u < 1 for u in self.fine_units):
+            raise ValueError("final.fine_units must all be at least 1")
+        bad = sorted(set(self.train) - set(TrainConfig.model_fields))
+        if bad:
+            close = difflib.get_close_matches(bad[0], list(TrainConfig.model_fields), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"final.train: unknown field '{bad[0]}'{hint}")
+        TrainConfig.model_validate(self.train)  # values are checked now, not at training time
+        return self
+
+    def train_config(self, base: TrainConfig) -> TrainConfig:
+        """The run's `train` section with this section's `train` fields laid over it."""
+        merged = base.model_dump()
+        for key, value in self.train.items():
+            merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged[key], dict) else value
+        return TrainConfig.model_validate(merged)
+
+
 class Config(_Strict):
     """A whole run. `selflengthen run --config FILE` reads one from YAML."""
 
@@ -156,6 +343,7 @@ class Config(_Strict):
     select: SelectConfig = Field(default_factory=SelectConfig)
     sft: SftDataConfig = Field(default_factory=SftDataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    final: FinalConfig = Field(default_factory=FinalConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from selflengthen.engines.base import (
     EXTENDER,
     GENERATOR,
@@ -26,16 +28,27 @@ __all__ = [
 ]
 
 
-def create_engine(engine_config, model_config, adapters: dict[str, str] | None = None) -> Engine:
+def create_engine(
+    engine_config, model_config, adapters: dict[str, str] | None = None, *, run_dir: str | Path | None = None
+) -> Engine:
     """Build the engine named by `engine_config.kind` for `model_config.base`.
 
-    Heavy imports (torch, transformers) happen here, not at module import, so `--help` stays instant.
+    `run_dir` is where a managed server writes its log (RUN_DIR/logs/server.log). Heavy imports
+    (torch, transformers, ray) happen here, not at module import, so `--help` stays instant.
     """
     kind = engine_config.kind
     if kind == "transformers":
         from selflengthen.engines.transformers import TransformersEngine
 
         engine: Engine = TransformersEngine(model_config, engine_config)
+    elif kind == "openai":
+        from selflengthen.engines.openai import OpenAIEngine
+
+        engine = OpenAIEngine.from_config(engine_config, model_config, run_dir=run_dir)
+    elif kind == "ray":
+        from selflengthen.engines.ray_data import RayDataEngine
+
+        engine = RayDataEngine(model_config, engine_config)
     elif kind == "fake":
         from selflengthen.engines.fake import FakeEngine
 
@@ -45,5 +58,9 @@ def create_engine(engine_config, model_config, adapters: dict[str, str] | None =
 
         raise ConfigError(f"unknown engine kind '{kind}'", field="engine.kind")
     if adapters:
-        engine.set_adapters(adapters)
+        try:
+            engine.set_adapters(adapters)
+        except BaseException:
+            engine.close()  # a managed server must not outlive a failed start
+            raise
     return engine

@@ -1,0 +1,224 @@
+"""Multi-node batch inference with Ray Data's vLLM processor (`ray.data.llm.build_processor`).
+
+Usage (config): `engine: {kind: ray, max_in_flight: 4096, ray: {concurrency: 8, tensor_parallel_size: 2}}`,
+on a Ray cluster (`ray start --head` / `ray start --address=HEAD:6379`, run directory on storage
+every node sees). Install: `pip install "ray[data,llm]>=2.60" vllm`.
+
+Stages await one request per item, as with every engine; this engine gathers the requests in
+flight (up to `job_size`, waiting `job_wait_s` for more) into one Ray Data job: a dataset of
+rows {prompt, sampling_params, model} through a vLLM processor with `concurrency` replicas.
+Prompts are rendered here with the model's own tokenizer (the chat template stage is off), so a
+prefill reaches vLLM byte for byte. A row's `model` is the adapter directory (vLLM LoRA,
+loaded by each replica from the shared file system); base-model rows carry no `model`.
+
+The functions that build the processor config and rows are pure and unit-tested without Ray;
+`ray` is imported only when a job runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from selflengthen.engines.base import Request, Result, SamplingParams, cut_at_stop, render_prompt
+from selflengthen.errors import ConfigError, EngineError
+
+INDEX = "selflengthen_index"  # a column that carries each row's place in the job
+
+
+def processor_config_kwargs(ray_config: Any, model_source: str) -> dict[str, Any]:
+    """Keyword arguments for `ray.data.llm.vLLMEngineProcessorConfig`."""
+    engine_kwargs: dict[str, Any] = {
+        "enable_lora": True,
+        "max_loras": ray_config.max_loras,
+        "max_lora_rank": ray_config.max_lora_rank,
+        "tensor_parallel_size": ray_config.tensor_parallel_size,
+        "pipeline_parallel_size": ray_config.pipeline_parallel_size,
+    }
+    if ray_config.max_model_len:
+        engine_kwargs["max_model_len"] = ray_config.max_model_len
+    engine_kwargs.update(ray_config.engine_kwargs)
+    kwargs: dict[str, Any] = {
+        "model_source": model_source,
+        "engine_kwargs": engine_kwargs,
+        "concurrency": ray_config.concurrency,
+        "batch_size": ray_config.batch_size,
+        # Prompts arrive rendered (our tokenizer, our prefill): no chat template stage in Ray.
+        "chat_template_stage": False,
+        "tokenize_stage": True,
+        "detokenize_stage": True,
+    }
+    if ray_config.accelerator_type:
+        kwargs["accelerator_type"] = ray_config.accelerator_type
+    return kwargs
+
+
+def sampling_params_dict(params: SamplingParams) -> dict[str, Any]:
+    """vLLM SamplingParams fields for one row (vLLM's max_tokens defaults to 16: always set it)."""
+    out: dict[str, Any] = {
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k if params.top_k > 0 else -1,
+        "repetition_penalty": params.repetition_penalty,
+        "max_tokens": params.max_tokens,
+    }
+    if params.stop:
+        out["stop"] = list(params.stop)
+    if params.seed is not None:
+        out["seed"] = params.seed
+    return out
+
+
+def request_row(index: int, prompt: str, params: SamplingParams, adapter_path: str | None) -> dict[str, Any]:
+    """One dataset row. `model` names the LoRA (an absolute adapter directory); absent = base model."""
+    row: dict[str, Any] = {INDEX: index, "prompt": prompt, "sampling_params": sampling_params_dict(params)}
+    if adapter_path:
+        row["model"] = adapter_path
+    return row
+
+
+def result_from_row(row: dict[str, Any], params: SamplingParams, label: str) -> Result:
+    """A Result from the processor's output row. Ray's rows carry no finish reason: a text that used
+    all max_tokens and ended on no stop string was cut."""
+    text = row.get("generated_text") or ""
+    generated = int(row.get("num_generated_tokens") or 0)
+    text, stopped = cut_at_stop(text, params.stop)
+    finish = "length" if generated >= params.max_tokens and not stopped else "stop"
+    return Result(
+        text=text,
+        finish_reason=finish,
+        prompt_tokens=int(row.get("num_input_tokens") or 0),
+        completion_tokens=generated,
+        model=label,
+    )
+
+
+def build_processor(ray_config: Any, model_source: str) -> Any:
+    """The Ray Data processor (imports ray lazily)."""
+    try:
+        from ray.data.llm import build_processor as ray_build_processor
+        from ray.data.llm import vLLMEngineProcessorConfig
+    except ImportError as exc:
+        raise ConfigError(
+            f"engine.kind 'ray' needs Ray Data LLM and vLLM: pip install 'ray[data,llm]>=2.60' vllm ({exc})",
+            field="engine.kind",
+        ) from None
+    config = vLLMEngineProcessorConfig(**processor_config_kwargs(ray_config, model_source))
+    return ray_build_processor(config)
+
+
+@dataclass
+class _Pending:
+    request: Request
+    prompt: str
+    future: asyncio.Future
+
+
+class RayDataEngine:
+    """The Engine protocol over Ray Data jobs (one job per gathered set of requests)."""
+
+    name = "ray"
+
+    def __init__(
+        self, model_config: Any, engine_config: Any, *, tokenizer: Any = None, processor: Any = None
+    ):
+        from selflengthen.model import resolve_base
+
+        self.config = engine_config.ray
+        self.model_source = resolve_base(model_config.base)
+        if tokenizer is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(self.model_source)
+        self.tokenizer = tokenizer
+        self._processor = processor
+        self._ray_ready = processor is not None
+        self._adapters: dict[str, str] = {}
+        self._pending: list[_Pending] = []
+        self._worker: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+        self.jobs = 0
+
+    def set_adapters(self, adapters: dict[str, str]) -> None:
+        for role, path in adapters.items():
+            p = Path(path).resolve()
+            if not (p / "adapter_config.json").is_file():
+                raise ConfigError(f"'{path}' is no PEFT adapter (no adapter_config.json)", field="adapter")
+            self._adapters[role] = str(p)
+
+    async def generate(self, request: Request) -> Result:
+        if request.adapter is not None and request.adapter not in self._adapters:
+            raise EngineError(f"no adapter loaded for role '{request.adapter}'")
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
+            self._pending = []
+            self._wake = asyncio.Event()
+            self._worker = loop.create_task(self._run_worker())
+        item = _Pending(
+            request, render_prompt(self.tokenizer, request.messages, request.prefill), loop.create_future()
+        )
+        self._pending.append(item)
+        assert self._wake is not None
+        self._wake.set()
+        return await item.future
+
+    async def _run_worker(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                if len(self._pending) < self.config.job_size and self.config.job_wait_s > 0:
+                    await asyncio.sleep(self.config.job_wait_s)  # let finished items send their next request
+                job, self._pending = (
+                    self._pending[: self.config.job_size],
+                    self._pending[self.config.job_size :],
+                )
+                try:
+                    results = await asyncio.to_thread(self._run_job, job)
+                except Exception as exc:  # a failed job fails its requests, not the worker
+                    for p in job:
+                        if not p.future.done():
+                            p.future.set_exception(EngineError(f"Ray Data job failed: {exc}"))
+                    continue
+                for p, r in zip(job, results, strict=True):
+                    if not p.future.done():
+                        p.future.set_result(r)
+
+    def rows(self, job: list[_Pending]) -> list[dict[str, Any]]:
+        return [
+            request_row(i, p.prompt, p.request.params, self._adapters.get(p.request.adapter or ""))
+            for i, p in enumerate(job)
+        ]
+
+    def _run_job(self, job: list[_Pending]) -> list[Result]:
+        processor = self._get_processor()
+        import ray
+
+        dataset = ray.data.from_items(self.rows(job))
+        out = processor(dataset).take_all()
+        self.jobs += 1
+        by_index = {int(row[INDEX]): row for row in out}
+        missing = [i for i in range(len(job)) if i not in by_index]
+        if missing:
+            raise EngineError(f"{len(missing)} of {len(job)} rows came back missing from the Ray job")
+        return [
+            result_from_row(by_index[i], p.request.params, p.request.adapter or "base")
+            for i, p in enumerate(job)
+        ]
+
+    def _get_processor(self) -> Any:
+        if self._processor is None:
+            import ray
+
+            if not ray.is_initialized():
+                ray.init(address=self.config.address)  # None: RAY_ADDRESS, else a local cluster
+            self._processor = build_processor(self.config, self.model_source)
+        return self._processor
+
+    def close(self) -> None:
+        if self._worker is not None and not self._worker.done():
+            self._worker.cancel()
+        self._worker = None

@@ -1,0 +1,483 @@
+"""A server the run starts, waits for, feeds adapters to, and stops: vLLM, SGLang or llama.cpp.
+
+Usage (config):
+    engine: {kind: openai, server: {managed: true, preset: vllm, tensor_parallel_size: 2}}
+
+The command comes from a preset or from `server.command`, a template with placeholders
+({model} {port} ...; see ServerConfig). The server runs in its own process group with its
+output in RUN_DIR/logs/server.log; we poll GET /v1/models until it answers. `stop()` sends
+SIGTERM to the group, then SIGKILL after `stop_timeout_s`; it runs at the end of the run, on
+Ctrl-C (the engine's close() in a finally), at interpreter exit, on SIGTERM, and -- on Linux --
+the server gets SIGTERM by itself if our process dies (PR_SET_PDEATHSIG), so a killed run never
+leaves a server holding the GPUs.
+
+Each round's adapters are loaded at run time under new names (`load_lora`): vLLM's
+POST /v1/load_lora_adapter (the preset sets VLLM_ALLOW_RUNTIME_LORA_UPDATING) or SGLang's
+POST /load_lora_adapter. The llama.cpp preset (llama-cpp-python) has no such endpoint.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from selflengthen.errors import ConfigError, EngineError
+
+# vLLM accepts only these LoRA ranks (its --max-lora-rank choices).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+@dataclass(frozen=True)
+class Preset:
+    command: str
+    lora_api: str  # "vllm", "sglang" or "none"
+    sampling_fields: str  # dialect for top_k / repetition_penalty (see OpenAIEngineConfig)
+    env: dict[str, str] = field(default_factory=dict)
+    uses_n_ctx: bool = False  # the engine clamps max_tokens to n_ctx
+
+
+PRESETS: dict[str, Preset] = {
+    "vllm": Preset(
+        command=(
+            "vllm serve {model} --host {host} --port {port} --served-model-name {served_model_name} "
+            "--enable-lora --max-loras {max_loras} --max-lora-rank {max_lora_rank} "
+            "--tensor-parallel-size {tensor_parallel_size} --data-parallel-size {data_parallel_size}"
+        ),
+        lora_api="vllm",
+        sampling_fields="vllm",
+        env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"},
+    ),
+    "sglang": Preset(
+        command=(
+            "{python} -m sglang.launch_server --model-path {model} --host {host} --port {port} "
+            "--served-model-name {served_model_name} --enable-lora --max-loras-per-batch {max_loras} "
+            "--max-lora-rank {max_lora_rank} --lora-target-modules all "
+            "--tp-size {tensor_parallel_size} --dp-size {data_parallel_size}"
+        ),
+        lora_api="sglang",
+        sampling_fields="vllm",
+    ),
+    "llamacpp": Preset(
+        command=(
+            "{python} -m llama_cpp.server --model {gguf} --host {host} --port {port} --n_ctx {n_ctx} "
+            "--n_threads {threads} --model_alias {served_model_name} --interrupt_requests False"
+        ),
+        lora_api="none",
+        sampling_fields="llamacpp",
+        uses_n_ctx=True,
+    ),
+}
+
+PLACEHOLDERS = (
+    "model",
+    "gguf",
+    "host",
+    "port",
+    "served_model_name",
+    "tensor_parallel_size",
+    "data_parallel_size",
+    "max_loras",
+    "max_lora_rank",
+    "n_ctx",
+    "threads",
+    "python",
+    "lora_modules",
+)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free right now on `host` (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class _Values(dict):
+    """Placeholder values, computed on first use (resolving the model may convert it: only when asked)."""
+
+    def __init__(self, makers: dict[str, Callable[[], Any]]):
+        super().__init__()
+        self.makers = makers
+
+    def __missing__(self, key: str) -> Any:
+        if key not in self.makers:
+            raise ConfigError(
+                f"unknown placeholder {{{key}}} in the server command; known: "
+                + " ".join("{" + p + "}" for p in PLACEHOLDERS),
+                field="engine.server.command",
+            )
+        value = self.makers[key]()
+        self[key] = value
+        return value
+
+
+def build_command(
+    config: Any,
+    *,
+    port: int,
+    model: Callable[[], str] | str,
+    gguf: Callable[[], str] | str | None = None,
+    lora_modules: dict[str, str] | None = None,
+) -> list[str]:
+    """The argv for `config` (a ServerConfig): the template is split like a shell line first, then each
+    word is filled in, so a path with spaces stays one argument. `{lora_modules}` as a whole word expands
+    to `--lora-modules name=path ...` (or to nothing)."""
+    preset = PRESETS[config.preset]
+    template = config.command or preset.command
+    if config.preset == "vllm" and not config.command and config.max_lora_rank not in VLLM_LORA_RANKS:
+        raise ConfigError(
+            f"vLLM accepts max_lora_rank in {VLLM_LORA_RANKS}, got {config.max_lora_rank}",
+            field="engine.server.max_lora_rank",
+        )
+
+    def lazy(v: Callable[[], str] | str | None, what: str) -> Callable[[], str]:
+        if v is None:
+
+            def missing() -> str:
+                raise ConfigError(f"the server command needs {what}", field="engine.server.command")
+
+            return missing
+        return v if callable(v) else (lambda: v)  # type: ignore[return-value]
+
+    values = _Values(
+        {
+            "model": lazy(model, "a model path"),
+            "gguf": lazy(gguf, "a GGUF file (set engine.server.gguf)"),
+            "host": lambda: config.host,
+            "port": lambda: port,
+            "served_model_name": lambda: config.served_model_name,
+            "tensor_parallel_size": lambda: config.tensor_parallel_size,
+            "data_parallel_size": lambda: config.data_parallel_size,
+            "max_loras": lambda: config.max_loras,
+            "max_lora_rank": lambda: config.max_lora_rank,
+            "n_ctx": lambda: config.n_ctx,
+            "threads": lambda: os.cpu_count() or 1,
+            "python": lambda: sys.executable,
+        }
+    )
+    try:
+        words = shlex.split(template)
+    except ValueError as exc:
+        raise ConfigError(f"cannot parse the server command: {exc}", field="engine.server.command") from None
+    argv: list[str] = []
+    for word in words:
+        if word == "{lora_modules}":
+            if lora_modules:
+                argv += ["--lora-modules", *(f"{name}={path}" for name, path in lora_modules.items())]
+            continue
+        try:
+            argv.append(word.format_map(values))
+        except (ValueError, IndexError) as exc:
+            raise ConfigError(f"bad placeholder in '{word}': {exc}", field="engine.server.command") from None
+    return argv + list(config.extra_args)
+
+
+def _pdeathsig() -> None:  # pragma: no cover - runs in the child
+    """Linux: the server gets SIGTERM when the process that started it dies (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+class ManagedServer:
+    """One server process: `start()` returns when it answers, `stop()` always leaves nothing running."""
+
+    def __init__(self, config: Any, model_config: Any = None, *, run_dir: str | Path | None = None):
+        self.config = config
+        self.preset = PRESETS[config.preset]
+        self.model_config = model_config
+        if config.log_file:
+            self.log_path = Path(config.log_file)
+        elif run_dir is not None:
+            self.log_path = Path(run_dir) / "logs" / "server.log"
+        else:
+            from selflengthen.model import cache_dir
+
+            self.log_path = cache_dir() / "logs" / f"server-{os.getpid()}.log"
+        self.port = config.port or free_port(config.host)
+        self.process: subprocess.Popen | None = None
+        self.argv: list[str] = []
+        self._log_file: Any = None
+        self._old_sigterm: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.config.host in ("0.0.0.0", "") else self.config.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def context_length(self) -> int:
+        return self.config.n_ctx if self.preset.uses_n_ctx else 0
+
+    def command(self, lora_modules: dict[str, str] | None = None) -> list[str]:
+        base = getattr(self.model_config, "base", None)
+
+        def model() -> str:
+            from selflengthen.model import resolve_base
+
+            if base is None:
+                raise ConfigError("the server command needs model.base", field="model.base")
+            return resolve_base(base)
+
+        def gguf() -> str:
+            if self.config.gguf:
+                if not Path(self.config.gguf).is_file():
+                    raise ConfigError(
+                        f"GGUF file '{self.config.gguf}' does not exist", field="engine.server.gguf"
+                    )
+                return str(self.config.gguf)
+            if base == "embedded":
+                from selflengthen.model import embedded_gguf
+
+                return str(embedded_gguf())
+            if base and str(base).endswith(".gguf") and Path(base).is_file():
+                return str(base)
+            raise ConfigError(
+                f"the {self.config.preset} preset serves a GGUF file: set engine.server.gguf",
+                field="engine.server.gguf",
+            )
+
+        return build_command(self.config, port=self.port, model=model, gguf=gguf, lora_modules=lora_modules)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, lora_modules: dict[str, str] | None = None) -> str:
+        """Start the server and wait until GET /v1/models answers 200. Returns the base URL."""
+        if self.process is not None and self.process.poll() is None:
+            return self.base_url
+        self.argv = self.command(lora_modules)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed in stop()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self._log_file.write(f"\n# {stamp} selflengthen starts: {shlex.join(self.argv)}\n".encode())
+        env = {**os.environ, **self.preset.env, **self.config.env}
+        try:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # its own process group: we stop the server and all its workers
+                preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+            )
+        except OSError as exc:
+            self._close_log()
+            raise EngineError(f"cannot start the server `{self.argv[0]}`: {exc}") from None
+        atexit.register(self.stop)
+        self._install_sigterm()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self.base_url
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.config.ready_timeout_s
+        url = self.base_url + "/v1/models"
+        delay = 0.2
+        while True:
+            assert self.process is not None
+            code = self.process.poll()
+            if code is not None:
+                raise EngineError(
+                    f"the server exited with status {code} before it was ready; "
+                    f"its log ({self.log_path}) ends:\n" + self.log_tail()
+                )
+            try:
+                if httpx.get(url, timeout=5.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() >= deadline:
+                raise EngineError(
+                    f"the server did not answer {url} within {self.config.ready_timeout_s:g}s "
+                    f"(engine.server.ready_timeout_s); its log ({self.log_path}) ends:\n" + self.log_tail()
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> int | None:
+        """SIGTERM to the server's process group, SIGKILL after stop_timeout_s. Safe to call twice."""
+        with self._lock:
+            process, self.process = self.process, None
+            code = None
+            if process is not None:
+                code = _terminate_group(process, self.config.stop_timeout_s)
+                if self._log_file is not None and not self._log_file.closed:
+                    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                    self._log_file.write(
+                        f"# {stamp} selflengthen stopped the server (status {code})\n".encode()
+                    )
+            self._close_log()
+            self._restore_sigterm()
+            try:
+                atexit.unregister(self.stop)
+            except Exception:  # pragma: no cover
+                pass
+            return code
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    # SIGTERM to us (a scheduler preempting the job) must not orphan the server: stop it, then let
+    # the previous handler (by default: die by SIGTERM) run.
+    def _install_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread() or self._old_sigterm is not None:
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            self.stop()
+            if callable(previous):
+                previous(signum, frame)
+            elif previous != signal.SIG_IGN:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        self._old_sigterm = (previous, on_sigterm)
+
+    def _restore_sigterm(self) -> None:
+        if self._old_sigterm is None or threading.current_thread() is not threading.main_thread():
+            return
+        previous, ours = self._old_sigterm
+        self._old_sigterm = None
+        if signal.getsignal(signal.SIGTERM) is ours:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+    def __enter__(self) -> ManagedServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _terminate_group(process: subprocess.Popen, timeout: float) -> int | None:
+    def signal_group(sig: int) -> None:
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                process.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    if process.poll() is None:
+        signal_group(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            signal_group(signal.SIGKILL)
+            process.wait()
+    # Workers the server forked may outlive it: the group gets a last SIGKILL either way.
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    return process.returncode
+
+
+# ---------------------------------------------------------------------- runtime LoRA loading
+
+
+def lora_endpoints(api: str) -> tuple[str, str]:
+    """(load path, unload path) of a server's runtime LoRA API."""
+    if api == "vllm":
+        return "/v1/load_lora_adapter", "/v1/unload_lora_adapter"
+    if api == "sglang":
+        return "/load_lora_adapter", "/unload_lora_adapter"
+    raise ConfigError(f"no runtime LoRA API for '{api}'", field="engine.openai.lora_api")
+
+
+def load_lora(
+    url: str,
+    name: str,
+    path: str,
+    *,
+    api: str = "vllm",
+    headers: dict[str, str] | None = None,
+    scrub: Callable[[str], str] = lambda s: s,
+    timeout: float = 300.0,
+    attempts: int = 3,
+) -> None:
+    """Load the adapter at `path` (a path the server can read) under `name`. "Already loaded" is fine."""
+    load, _ = lora_endpoints(api)
+    last = ""
+    for attempt in range(attempts):
+        try:
+            r = httpx.post(
+                url + load, json={"lora_name": name, "lora_path": path}, headers=headers, timeout=timeout
+            )
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+            time.sleep(min(2.0**attempt, 10.0))
+            continue
+        body = r.text
+        if r.status_code == 200 and not _reports_failure(r):
+            return
+        if "already" in body.lower():
+            return
+        if r.status_code == 404:
+            raise EngineError(
+                f"{url} has no runtime LoRA endpoint ({load}, HTTP 404). For vLLM set "
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora; or name adapters you loaded "
+                "yourself in engine.openai.adapter_models"
+            )
+        last = f"HTTP {r.status_code}: {' '.join(body.split())[:300]}"
+        if r.status_code < 500:
+            break
+        time.sleep(min(2.0**attempt, 10.0))
+    raise EngineError(scrub(f"cannot load adapter {path} as '{name}' on {url}: {last}"))
+
+
+def _reports_failure(response: httpx.Response) -> bool:
+    """SGLang may answer 200 with {"success": false, ...}."""
+    try:
+        data = response.json()
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("success") is False
+
+
+def unload_lora(url: str, name: str, *, api: str = "vllm", headers: dict[str, str] | None = None) -> bool:
+    """Best effort: free the server's slot of an adapter no role uses any more."""
+    _, unload = lora_endpoints(api)
+    try:
+        return (
+            httpx.post(url + unload, json={"lora_name": name}, headers=headers, timeout=60.0).status_code
+            == 200
+        )
+    except httpx.HTTPError:
+        return False

@@ -1,0 +1,402 @@
+"""After the last round: collect -> length control -> one final SFT (DESIGN.md section 1).
+
+    config = load_run_config(Path("runs/demo"), ["final.min_words=300"])
+    prepare_final_data(config, Path("runs/demo"))   # RUN/final/sft.jsonl
+    train_final(config, Path("runs/demo"))          # RUN/final/model/
+
+Files under RUN/final/ (each stage is done when its file exists; run again to resume):
+
+    settings.json          what the data was built from; a change asks for --redo
+    extra/                 optional extra Generator answers (instructions.jsonl, answers.jsonl)
+    collected.jsonl        every candidate with its verdict; collect_stats.json: what each filter removed
+    work/length.partial.jsonl   per-record progress of length control
+    constrained.jsonl      every collected pair with type, constraint, original and final query, rewrite
+    length_stats.json      constraint types, rewrites, rejection reasons
+    sft.jsonl              the final SFT set: {"id", "prompt": [...], "completion": [...]}
+    model/                 the final model: a LoRA adapter or a full model (final.method)
+
+The caller holds the run lock (`selflengthen collect/train` and `run_selflengthen` do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from selflengthen.config import Config, explain_validation_error, set_dotted
+from selflengthen.engines.base import Engine, SamplingParams
+from selflengthen.errors import ConfigError, InputError, TrainingError
+from selflengthen.progress import NullProgress, Progress
+from selflengthen.stages import collect as collect_stage
+from selflengthen.stages.common import run_items
+from selflengthen.stages.length_control import constrain_record
+from selflengthen.store import adapter_complete, atomic_write_json, atomic_write_jsonl, read_jsonl
+
+# Fields of `final` that change only the training, not the data.
+_TRAINING_ONLY = {"enabled", "method", "train"}
+
+
+@dataclass(frozen=True)
+class FinalPaths:
+    root: Path
+
+    @property
+    def settings(self) -> Path:
+        return self.root / "settings.json"
+
+    @property
+    def extra(self) -> Path:
+        return self.root / "extra"
+
+    @property
+    def collected(self) -> Path:
+        return self.root / "collected.jsonl"
+
+    @property
+    def collect_stats(self) -> Path:
+        return self.root / "collect_stats.json"
+
+    @property
+    def partial(self) -> Path:
+        return self.root / "work" / "length.partial.jsonl"
+
+    @property
+    def constrained(self) -> Path:
+        return self.root / "constrained.jsonl"
+
+    @property
+    def length_stats(self) -> Path:
+        return self.root / "length_stats.json"
+
+    @property
+    def sft(self) -> Path:
+        return self.root / "sft.jsonl"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def train_work(self) -> Path:
+        return self.root / "work" / "train"
+
+
+def final_paths(run_dir: Path) -> FinalPaths:
+    return FinalPaths(Path(run_dir) / "final")
+
+
+def load_run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The config a run was started with (its manifest.json), with `key.sub=value` overrides."""
+    import yaml
+    from pydantic import ValidationError
+
+    manifest = Path(run_dir) / "manifest.json"
+    if not manifest.is_file():
+        raise InputError(f"{run_dir} is not a run directory (no manifest.json); start one with `selflengthen run`")
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8")).get("config", {})
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{manifest}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.sub=value", field=item)
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        set_dotted(data, key.strip(), value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise explain_validation_error(exc, Config, str(manifest)) from None
+
+
+def data_settings(config: Config, run_dir: Path) -> dict[str, Any]:
+    """Everything the final data depends on; stored in settings.json to detect a stale RUN/final."""
+    final = {k: v for k, v in config.final.model_dump(mode="json").items() if k not in _TRAINING_ONLY}
+    return {
+        "final": final,
+        "seed": config.seed,
+        "model": config.model.base,
+        "rounds": collect_stage.round_numbers(run_dir),
+    }
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _check_settings(paths: FinalPaths, settings: dict, redo: bool) -> None:
+    if redo and paths.root.exists():
+        shutil.rmtree(paths.root)
+    if paths.settings.is_file():
+        old, new = _flatten(json.loads(paths.settings.read_text(encoding="utf-8"))), _flatten(settings)
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if changed:
+            raise ConfigError(
+                f"{paths.root} was built with other settings ({', '.join(changed)} differ); "
+                "rebuild it with `selflengthen collect RUN --redo` (the final model is retrained after that)",
+                field=changed[0],
+            )
+    atomic_write_json(paths.settings, settings)
+
+
+class _Engines:
+    """The engine, created only when a stage needs one (a template-only collect needs none)."""
+
+    def __init__(self, config: Config, engine: Engine | None):
+        self.config, self.engine, self.own = config, engine, False
+
+    def get(self) -> Engine:
+        if self.engine is None:
+            from selflengthen.engines import create_engine
+
+            self.engine, self.own = create_engine(self.config.engine, self.config.model), True
+        return self.engine
+
+    def close(self) -> None:
+        if self.own and self.engine is not None:
+            self.engine.close()
+
+
+def prepare_final_data(
+    config: Config,
+    run_dir: Path,
+    *,
+    engine: Engine | None = None,
+    progress: Progress | None = None,
+    redo: bool = False,
+) -> dict[str, Any]:
+    """Collect and add length constraints: writes RUN/final/sft.jsonl. Returns both stages' stats."""
+    run_dir, progress = Path(run_dir), progress or NullProgress()
+    paths = final_paths(run_dir)
+    if not collect_stage.round_numbers(run_dir):
+        raise InputError(f"{run_dir} has no rounds yet: run `selflengthen run` first")
+    _check_settings(paths, data_settings(config, run_dir), redo)
+    engines = _Engines(config, engine)
+    try:
+        extra = None
+        if config.final.extra_answers:
+            progress.log(f"final · {config.final.extra_answers} extra Generator answers")
+            extra = asyncio.run(collect_stage.generate_extra(config, engines.get(), run_dir, paths.extra, progress))
+        if not paths.collected.is_file():
+            progress.log("final · collecting")
+            collect_stage.collect(
+                run_dir, paths.collected, config.final, extra_answers=extra, stats_path=paths.collect_stats
+            )
+        collect_stats = json.loads(paths.collect_stats.read_text(encoding="utf-8"))
+        if not (paths.constrained.is_file() and paths.sft.is_file()):
+            kept = [row for row in read_jsonl(paths.collected) if row.get("verdict") == "kept"]
+            needs_llm = config.final.rewrite and bool(kept)
+            asyncio.run(_length_control(config, kept, paths, engines.get() if needs_llm else None, progress))
+            _finish_length(paths, [row["id"] for row in kept])
+        length_stats = json.loads(paths.length_stats.read_text(encoding="utf-8"))
+    finally:
+        engines.close()
+    return {"collect": collect_stats, "length": length_stats, "sft": str(paths.sft)}
+
+
+async def _length_control(
+    config: Config, records: list[dict], paths: FinalPaths, engine: Engine | None, progress: Progress
+) -> int:
+    s = config.sampling
+    sampling = SamplingParams(
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        repetition_penalty=s.repetition_penalty,
+        max_tokens=config.final.rewrite_max_tokens,
+        stop=tuple(s.stop),
+    )
+    return await run_items(
+        [(row["id"], row) for row in records],
+        lambda _id, row: constrain_record(engine, row, config.final, sampling, config.seed),
+        paths.partial,
+        max_in_flight=config.engine.max_in_flight or 2 * config.engine.batch_size,
+        progress=progress,
+        description="final · length constraints",
+        total=len(records),
+    )
+
+
+def sft_row(record: dict) -> dict:
+    return {
+        "id": record["id"],
+        "prompt": [{"role": "user", "content": record["query"]}],
+        "completion": [{"role": "assistant", "content": record["response"]}],
+    }
+
+
+def _finish_length(paths: FinalPaths, order: list[str]) -> dict:
+    """constrained.jsonl in collected order, sft.jsonl of the kept records, length_stats.json."""
+    done: dict[str, dict] = {}
+    for row in read_jsonl(paths.partial, repair_tail=True):
+        done.setdefault(row["id"], row)
+    missing = [i for i in order if i not in done]
+    if missing:
+        raise TrainingError(f"length control left {len(missing)} records unfinished (first: {missing[0]}); run again")
+    records = [done[i] for i in order]
+    kept = [r for r in records if r["verdict"] == "kept"]
+    atomic_write_jsonl(paths.constrained, records)
+    atomic_write_jsonl(paths.sft, (sft_row(r) for r in kept))
+    types = Counter(r["type"] for r in kept)
+    stats = {
+        "records": len(records),
+        "kept": len(kept),
+        "dropped": dict(Counter(r["verdict"] for r in records if r["verdict"] != "kept")),
+        "types": {t: types.get(t, 0) for t in ("about", "range", "above", "below")},
+        "rewrite": dict(Counter(r["rewrite"] for r in kept)),
+        "rejections": dict(Counter(a["reason"] for r in records for a in r["attempts"]).most_common()),
+        "numerals": dict(Counter(r["numeral"] for r in kept)),
+        "units": dict(Counter(str(r["unit"]) for r in kept)),
+        "mean_score": round(sum(r["score"] for r in kept) / len(kept), 6) if kept else None,
+    }
+    atomic_write_json(paths.length_stats, stats)
+    return stats
+
+
+# ------------------------------------------------------------------------- the final SFT
+
+
+def model_complete(path: Path, method: str) -> bool:
+    if method == "lora":
+        return adapter_complete(path)
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def train_final(config: Config, run_dir: Path, *, force: bool = False) -> dict:
+    """One SFT on RUN/final/sft.jsonl into RUN/final/model/ (LoRA adapter or full model)."""
+    from selflengthen.model import pick_device, resolve_base
+
+    paths = final_paths(run_dir)
+    if not paths.sft.is_file():
+        raise InputError(f"no final SFT set at {paths.sft}: run `selflengthen collect {run_dir}` first")
+    method = config.final.method
+    if model_complete(paths.model, method) and not force:
+        stats_file = paths.model / "training_stats.json"
+        return json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+    train_config = config.final.train_config(config.train)
+    base = resolve_base(config.model.base)
+    device = pick_device(config.model.device)
+    if method == "lora":
+        from selflengthen.train.sft import train_adapter
+
+        stats = train_adapter(
+            base=base,
+            data=paths.sft,
+            out_dir=paths.model,
+            train_config=train_config,
+            work_dir=paths.train_work,
+            device=device,
+            dtype=config.model.dtype,
+            gradient_checkpointing=train_config.gradient_checkpointing,
+        )
+    else:
+        stats = train_full(base, paths.sft, paths.model, train_config, paths.train_work, device, config.model.dtype)
+    stats["method"] = method
+    atomic_write_json(paths.model / "training_stats.json", stats)
+    return stats
+
+
+def train_full(base: str, data: Path, out_dir: Path, train_config: Any, work_dir: Path, device: str, dtype: str) -> dict:
+    """Full fine-tuning with TRL: every weight trains; the model and tokenizer are saved to `out_dir`.
+
+    Mirrors `train.sft.train_adapter` without the adapter: examples longer than max_length are
+    dropped and counted, never truncated; checkpoints in `work_dir` let a killed run resume.
+    """
+    import time
+
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from selflengthen.model import pick_dtype
+    from selflengthen.train.sft import _config_of, _token_length, last_checkpoint
+
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    max_length = train_config.max_length or int(getattr(_config_of(base), "max_position_embeddings", 0) or 8192)
+    rows, dropped = [], 0
+    for row in read_jsonl(data):
+        if _token_length(tokenizer, row) > max_length:
+            dropped += 1
+            continue
+        rows.append({"prompt": row["prompt"], "completion": row["completion"]})
+    if not rows:
+        raise TrainingError(f"no training examples left in {data} ({dropped} longer than {max_length} tokens)")
+    torch_dtype = pick_dtype(dtype, device)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
+    args = SFTConfig(
+        output_dir=str(work_dir),
+        num_train_epochs=train_config.epochs,
+        max_steps=train_config.max_steps,
+        learning_rate=train_config.learning_rate,
+        lr_scheduler_type=train_config.lr_scheduler,
+        warmup_steps=train_config.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
+        per_device_train_batch_size=train_config.batch_size,
+        gradient_accumulation_steps=train_config.gradient_accumulation,
+        logging_steps=train_config.logging_steps,
+        save_strategy="steps",
+        save_steps=max(1, train_config.save_steps),
+        save_total_limit=1,
+        max_length=max_length,
+        seed=train_config.seed,
+        report_to="none",
+        use_cpu=not device.startswith("cuda"),
+        bf16=torch_dtype == torch.bfloat16,
+        gradient_checkpointing=train_config.gradient_checkpointing,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    trainer.train(resume_from_checkpoint=last_checkpoint(Path(work_dir)))
+    history = [[h["step"], round(h["loss"], 4)] for h in trainer.state.log_history if "loss" in h]
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    if not model_complete(tmp, "full"):
+        raise TrainingError(f"training finished but no model was written to {tmp}")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return {
+        "examples": len(rows),
+        "dropped_too_long": dropped,
+        "max_length": max_length,
+        "final_loss": history[-1][1] if history else None,
+        "loss_history": history,
+        "steps": trainer.state.global_step,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def run_final(
+    config: Config, run_dir: Path, *, engine: Engine | None = None, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Everything after the last round (what `run` does when `final.enabled`)."""
+    progress = progress or NullProgress()
+    stats = prepare_final_data(config, run_dir, engine=engine, progress=progress)
+    if stats["length"].get("kept", 0) == 0:
+        stats["training"] = {"skipped": "no records in the final SFT set (lower final.min_words?)", "examples": 0}
+        return stats
+    progress.log("final · training the final model")
+    stats["training"] = train_final(config, run_dir)
+    return stats
