@@ -15,6 +15,7 @@ import typer
 
 from selflengthen.errors import SelfLengthenError
 from selflengthen.evaluate.cli import eval_app, report_command
+from selflengthen.final_cli import collect_command, export_command, train_command
 
 app = typer.Typer(
     help="Self-Lengthen: teach an instruct LLM to write long texts with its own knowledge.",
@@ -24,6 +25,9 @@ app = typer.Typer(
 )
 app.add_typer(eval_app, name="eval")
 app.command("report", help="Write RUN/report/index.html and report.md with plots.")(report_command)
+app.command("collect")(collect_command)
+app.command("train")(train_command)
+app.command("export")(export_command)
 
 _state = {"debug": False}
 

@@ -135,6 +135,9 @@ class ServerConfig(_Strict):
     env: dict[str, str] = Field(default_factory=dict, description="environment variables added for the server")
     ready_timeout_s: float = Field(900.0, gt=0, description="seconds to wait for the server to answer /v1/models")
     stop_timeout_s: float = Field(30.0, gt=0, description="seconds between SIGTERM and SIGKILL when stopping")
+    stop_for_training: bool = Field(
+        True, description="stop the server while the run trains (frees GPU memory); it restarts for the next round"
+    )
     log_file: str | None = Field(None, description="server log; None = RUN_DIR/logs/server.log")
 
 
@@ -246,6 +249,30 @@ class TrainConfig(_Strict):
     logging_steps: int = Field(1, ge=1, description="log the loss every this many steps")
     save_steps: int = Field(50, ge=1, description="checkpoint every this many steps (a killed training resumes there)")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory (GPU runs of big models)")
+    # --- where training runs (selflengthen/train/launch.py)
+    launcher: Literal["in_process", "subprocess", "accelerate"] = Field(
+        "in_process",
+        description="in_process (laptop, one GPU); subprocess (a child `python -m selflengthen.train`, "
+        "log in round-K/work/train-ROLE.log); accelerate (`accelerate launch`: multi-GPU, multi-node)",
+    )
+    accelerate_config: str = Field(
+        "multi_gpu",
+        description="accelerate config: a shipped name (multi_gpu = DDP, zero3 = DeepSpeed ZeRO-3, "
+        "fsdp2 = FSDP2) or a path to your own YAML",
+    )
+    num_processes: int = Field(
+        0, ge=0, description="training processes over all machines (accelerate); 0 = one per local GPU x num_machines"
+    )
+    num_machines: int = Field(1, ge=1, description="machines (nodes) in one accelerate training")
+    machine_rank: int = Field(0, ge=0, description="this machine's rank, 0 = the main node (accelerate)")
+    main_process_ip: str = Field("127.0.0.1", description="address of machine rank 0, reachable from every node")
+    main_process_port: int = Field(29500, ge=1, le=65535, description="free TCP port on machine rank 0")
+
+    @model_validator(mode="after")
+    def _ranks(self) -> TrainConfig:
+        if self.machine_rank >= self.num_machines:
+            raise ValueError(f"machine_rank {self.machine_rank} must be below num_machines {self.num_machines}")
+        return self
 
 
 class FinalConfig(_Strict):

@@ -67,13 +67,21 @@ def _alpaca(messages: list[dict[str, str]]) -> dict[str, Any]:
     turns = [m for m in messages if m["role"] != "system"]
     pairs = [(turns[i]["content"], turns[i + 1]["content"]) for i in range(0, len(turns) - 1, 2)]
     instruction, output = pairs[-1]
-    return {"instruction": instruction, "input": "", "output": output, "system": system, "history": [list(p) for p in pairs[:-1]]}
+    return {
+        "instruction": instruction,
+        "input": "",
+        "output": output,
+        "system": system,
+        "history": [list(p) for p in pairs[:-1]],
+    }
 
 
 def _sharegpt(messages: list[dict[str, str]]) -> dict[str, Any]:
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
     tags = {"user": "human", "assistant": "gpt"}
-    conversations = [{"from": tags[m["role"]], "value": m["content"]} for m in messages if m["role"] != "system"]
+    conversations = [
+        {"from": tags[m["role"]], "value": m["content"]} for m in messages if m["role"] != "system"
+    ]
     return {"conversations": conversations, "system": system}
 
 
@@ -92,7 +100,13 @@ def dataset_info_entry(file_name: str, style: str) -> dict[str, Any]:
         return {
             "file_name": file_name,
             "formatting": "alpaca",
-            "columns": {"prompt": "instruction", "query": "input", "response": "output", "system": "system", "history": "history"},
+            "columns": {
+                "prompt": "instruction",
+                "query": "input",
+                "response": "output",
+                "system": "system",
+                "history": "history",
+            },
         }
     return {
         "file_name": file_name,
@@ -147,7 +161,9 @@ def export_datasets(
     if push_to_hub:
         token = os.environ.get(TOKEN_ENV)  # checked before any work, so a missing token fails fast
         if not token:
-            raise InputError(f"--push-to-hub needs a Hugging Face token: set the {TOKEN_ENV} environment variable")
+            raise InputError(
+                f"--push-to-hub needs a Hugging Face token: set the {TOKEN_ENV} environment variable"
+            )
     available = available_datasets(run_dir)
     if not available:
         raise InputError(f"{run_dir} has no SFT sets yet (round-K/sft/*.jsonl or final/sft.jsonl)")
@@ -193,7 +209,9 @@ def _write_dataset_info(out: Path, entries: dict[str, dict]) -> None:
         try:
             info = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}); fix or remove it") from None
+            raise DataError(
+                f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}); fix or remove it"
+            ) from None
         if not isinstance(info, dict):
             raise DataError(f"{path}: expected a JSON object of dataset entries")
     info.update(entries)
@@ -204,7 +222,9 @@ def _push(rows: list[dict], repo: str, name: str, token: str | None, private: bo
     from datasets import Dataset
 
     try:
-        Dataset.from_list(rows).push_to_hub(repo, config_name=name, split="train", token=token, private=private)
+        Dataset.from_list(rows).push_to_hub(
+            repo, config_name=name, split="train", token=token, private=private
+        )
     except Exception as exc:  # the hub's errors vary by version; say which push failed, never the token
         message = str(exc).replace(token, "***") if token else str(exc)
         raise SelfLengthenError(f"pushing '{name}' to {repo} failed: {message}") from None

@@ -1,6 +1,6 @@
 """After the last round: collect -> length control -> one final SFT (DESIGN.md section 1).
 
-    config = load_run_config(Path("runs/demo"), ["final.min_words=300"])
+    config = load_run_config(Path("runs/demo"), ["final.min_words=300"])  # final_cli.py
     prepare_final_data(config, Path("runs/demo"))   # RUN/final/sft.jsonl
     train_final(config, Path("runs/demo"))          # RUN/final/model/
 
@@ -25,97 +25,48 @@ import json
 import os
 import shutil
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selflengthen.config import Config, explain_validation_error, set_dotted
+from selflengthen.config import Config
 from selflengthen.engines.base import Engine, SamplingParams
 from selflengthen.errors import ConfigError, InputError, TrainingError
 from selflengthen.progress import NullProgress, Progress
 from selflengthen.stages import collect as collect_stage
 from selflengthen.stages.common import run_items
 from selflengthen.stages.length_control import constrain_record
-from selflengthen.store import adapter_complete, atomic_write_json, atomic_write_jsonl, read_jsonl
+from selflengthen.store import (
+    adapter_complete,
+    atomic_write_json,
+    atomic_write_jsonl,
+    existing_ids,
+    read_jsonl,
+)
 
 # Fields of `final` that change only the training, not the data.
 _TRAINING_ONLY = {"enabled", "method", "train"}
 
 
-@dataclass(frozen=True)
 class FinalPaths:
-    root: Path
+    """Paths of RUN/final/ (layout in the module docstring)."""
 
-    @property
-    def settings(self) -> Path:
-        return self.root / "settings.json"
-
-    @property
-    def extra(self) -> Path:
-        return self.root / "extra"
-
-    @property
-    def collected(self) -> Path:
-        return self.root / "collected.jsonl"
-
-    @property
-    def collect_stats(self) -> Path:
-        return self.root / "collect_stats.json"
-
-    @property
-    def partial(self) -> Path:
-        return self.root / "work" / "length.partial.jsonl"
-
-    @property
-    def constrained(self) -> Path:
-        return self.root / "constrained.jsonl"
-
-    @property
-    def length_stats(self) -> Path:
-        return self.root / "length_stats.json"
-
-    @property
-    def sft(self) -> Path:
-        return self.root / "sft.jsonl"
-
-    @property
-    def model(self) -> Path:
-        return self.root / "model"
-
-    @property
-    def train_work(self) -> Path:
-        return self.root / "work" / "train"
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.settings = self.root / "settings.json"
+        self.extra = self.root / "extra"
+        self.collected = self.root / "collected.jsonl"
+        self.collect_stats = self.root / "collect_stats.json"
+        self.partial = self.root / "work" / "length.partial.jsonl"
+        self.constrained = self.root / "constrained.jsonl"
+        self.length_stats = self.root / "length_stats.json"
+        self.sft = self.root / "sft.jsonl"
+        self.model = self.root / "model"
+        self.train_work = self.root / "work" / "train"
+        self.train_log = self.root / "work" / "train.log"
 
 
 def final_paths(run_dir: Path) -> FinalPaths:
     return FinalPaths(Path(run_dir) / "final")
-
-
-def load_run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """The config a run was started with (its manifest.json), with `key.sub=value` overrides."""
-    import yaml
-    from pydantic import ValidationError
-
-    manifest = Path(run_dir) / "manifest.json"
-    if not manifest.is_file():
-        raise InputError(f"{run_dir} is not a run directory (no manifest.json); start one with `selflengthen run`")
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8")).get("config", {})
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{manifest}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like key.sub=value", field=item)
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        set_dotted(data, key.strip(), value)
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise explain_validation_error(exc, Config, str(manifest)) from None
 
 
 def data_settings(config: Config, run_dir: Path) -> dict[str, Any]:
@@ -188,11 +139,15 @@ def prepare_final_data(
     _check_settings(paths, data_settings(config, run_dir), redo)
     engines = _Engines(config, engine)
     try:
-        extra = None
-        if config.final.extra_answers:
-            progress.log(f"final · {config.final.extra_answers} extra Generator answers")
-            extra = asyncio.run(collect_stage.generate_extra(config, engines.get(), run_dir, paths.extra, progress))
         if not paths.collected.is_file():
+            extra = None
+            if config.final.extra_answers:
+                extra = collect_stage.extra_round_dir(run_dir, paths.extra).answers
+                if not extra.is_file():  # the engine (a model load) only when there is work for it
+                    progress.log(f"final · {config.final.extra_answers} extra Generator answers")
+                    asyncio.run(
+                        collect_stage.generate_extra(config, engines.get(), run_dir, paths.extra, progress)
+                    )
             progress.log("final · collecting")
             collect_stage.collect(
                 run_dir, paths.collected, config.final, extra_answers=extra, stats_path=paths.collect_stats
@@ -200,7 +155,8 @@ def prepare_final_data(
         collect_stats = json.loads(paths.collect_stats.read_text(encoding="utf-8"))
         if not (paths.constrained.is_file() and paths.sft.is_file()):
             kept = [row for row in read_jsonl(paths.collected) if row.get("verdict") == "kept"]
-            needs_llm = config.final.rewrite and bool(kept)
+            left = {row["id"] for row in kept} - existing_ids(paths.partial)
+            needs_llm = config.final.rewrite and bool(left)
             asyncio.run(_length_control(config, kept, paths, engines.get() if needs_llm else None, progress))
             _finish_length(paths, [row["id"] for row in kept])
         length_stats = json.loads(paths.length_stats.read_text(encoding="utf-8"))
@@ -247,7 +203,9 @@ def _finish_length(paths: FinalPaths, order: list[str]) -> dict:
         done.setdefault(row["id"], row)
     missing = [i for i in order if i not in done]
     if missing:
-        raise TrainingError(f"length control left {len(missing)} records unfinished (first: {missing[0]}); run again")
+        raise TrainingError(
+            f"length control left {len(missing)} records unfinished (first: {missing[0]}); run again"
+        )
     records = [done[i] for i in order]
     kept = [r for r in records if r["verdict"] == "kept"]
     atomic_write_jsonl(paths.constrained, records)
@@ -291,7 +249,17 @@ def train_final(config: Config, run_dir: Path, *, force: bool = False) -> dict:
     train_config = config.final.train_config(config.train)
     base = resolve_base(config.model.base)
     device = pick_device(config.model.device)
-    if method == "lora":
+    if method == "full":
+        if train_config.launcher != "in_process":
+            raise ConfigError(
+                "final.method 'full' trains in this process only; set train.launcher=in_process "
+                "(or final.method=lora to use the subprocess/accelerate launchers)",
+                field="train.launcher",
+            )
+        stats = train_full(
+            base, paths.sft, paths.model, train_config, paths.train_work, device, config.model.dtype
+        )
+    elif train_config.launcher == "in_process":
         from selflengthen.train.sft import train_adapter
 
         stats = train_adapter(
@@ -304,14 +272,32 @@ def train_final(config: Config, run_dir: Path, *, force: bool = False) -> dict:
             dtype=config.model.dtype,
             gradient_checkpointing=train_config.gradient_checkpointing,
         )
-    else:
-        stats = train_full(base, paths.sft, paths.model, train_config, paths.train_work, device, config.model.dtype)
+    else:  # the rounds' launchers: a child process, or accelerate launch (multi-GPU, multi-node)
+        from selflengthen.train.launch import launch_training, train_module_args
+
+        config_json = paths.root / "work" / "train.config.json"
+        atomic_write_json(config_json, train_config.model_dump(mode="json"))
+        module_args = train_module_args(
+            base=base,
+            data=paths.sft,
+            out_dir=paths.model,
+            config_json=config_json,
+            work_dir=paths.train_work,
+            device=device,
+            dtype=config.model.dtype,
+        )
+        stats = launch_training(
+            train_config, module_args, paths.model, paths.train_log, device, what="training the final model"
+        )
     stats["method"] = method
-    atomic_write_json(paths.model / "training_stats.json", stats)
+    if model_complete(paths.model, method):  # not on the other nodes of a multi-node training
+        atomic_write_json(paths.model / "training_stats.json", stats)
     return stats
 
 
-def train_full(base: str, data: Path, out_dir: Path, train_config: Any, work_dir: Path, device: str, dtype: str) -> dict:
+def train_full(
+    base: str, data: Path, out_dir: Path, train_config: Any, work_dir: Path, device: str, dtype: str
+) -> dict:
     """Full fine-tuning with TRL: every weight trains; the model and tokenizer are saved to `out_dir`.
 
     Mirrors `train.sft.train_adapter` without the adapter: examples longer than max_length are
@@ -331,7 +317,9 @@ def train_full(base: str, data: Path, out_dir: Path, train_config: Any, work_dir
     tokenizer = AutoTokenizer.from_pretrained(base)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    max_length = train_config.max_length or int(getattr(_config_of(base), "max_position_embeddings", 0) or 8192)
+    max_length = train_config.max_length or int(
+        getattr(_config_of(base), "max_position_embeddings", 0) or 8192
+    )
     rows, dropped = [], 0
     for row in read_jsonl(data):
         if _token_length(tokenizer, row) > max_length:
@@ -339,7 +327,9 @@ def train_full(base: str, data: Path, out_dir: Path, train_config: Any, work_dir
             continue
         rows.append({"prompt": row["prompt"], "completion": row["completion"]})
     if not rows:
-        raise TrainingError(f"no training examples left in {data} ({dropped} longer than {max_length} tokens)")
+        raise TrainingError(
+            f"no training examples left in {data} ({dropped} longer than {max_length} tokens)"
+        )
     torch_dtype = pick_dtype(dtype, device)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
     args = SFTConfig(
@@ -364,7 +354,9 @@ def train_full(base: str, data: Path, out_dir: Path, train_config: Any, work_dir
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
     trainer.train(resume_from_checkpoint=last_checkpoint(Path(work_dir)))
     history = [[h["step"], round(h["loss"], 4)] for h in trainer.state.log_history if "loss" in h]
     out_dir = Path(out_dir)
@@ -395,7 +387,10 @@ def run_final(
     progress = progress or NullProgress()
     stats = prepare_final_data(config, run_dir, engine=engine, progress=progress)
     if stats["length"].get("kept", 0) == 0:
-        stats["training"] = {"skipped": "no records in the final SFT set (lower final.min_words?)", "examples": 0}
+        stats["training"] = {
+            "skipped": "no records in the final SFT set (lower final.min_words?)",
+            "examples": 0,
+        }
         return stats
     progress.log("final · training the final model")
     stats["training"] = train_final(config, run_dir)

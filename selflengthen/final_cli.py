@@ -10,13 +10,17 @@ happen inside the commands, so `--help` is instant; our errors reach the main CL
 them as one line.
 """
 
+# ruff: noqa: B008  (typer reads each option from its parameter's default: that call is the point)
 from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from selflengthen.config import Config
 
 
 class ExportFormat(str, Enum):
@@ -36,28 +40,70 @@ class Role(str, Enum):
     extender = "extender"
 
 
+def load_run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The config a run was started with (its manifest.json), with `key.sub=value` overrides."""
+    import json
+
+    import yaml
+    from pydantic import ValidationError
+
+    from selflengthen.config import Config, explain_validation_error, set_dotted
+    from selflengthen.errors import ConfigError, InputError
+
+    manifest = Path(run_dir) / "manifest.json"
+    if not manifest.is_file():
+        raise InputError(
+            f"{run_dir} is not a run directory (no manifest.json); start one with `selflengthen run`"
+        )
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8")).get("config", {})
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{manifest}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.sub=value", field=item)
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        set_dotted(data, key.strip(), value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise explain_validation_error(exc, Config, str(manifest)) from None
+
+
 def _overrides(set_: list[str], **fields: object) -> list[str]:
     """`--set` items plus the command's own options (those given) as final.* overrides."""
-    extra = [f"final.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in fields.items() if v is not None]
+    extra = [
+        f"final.{k}={str(v).lower() if isinstance(v, bool) else v}"
+        for k, v in fields.items()
+        if v is not None
+    ]
     return list(set_) + extra
 
 
 def collect_command(
     run_dir: Path = typer.Argument(..., help="a run directory"),
-    min_words: Optional[int] = typer.Option(None, "--min-words", help="keep responses of at least this many words"),
-    max_words: Optional[int] = typer.Option(None, "--max-words", help="... and at most this many"),
-    extra_answers: Optional[int] = typer.Option(
+    min_words: int | None = typer.Option(
+        None, "--min-words", help="keep responses of at least this many words"
+    ),
+    max_words: int | None = typer.Option(None, "--max-words", help="... and at most this many"),
+    extra_answers: int | None = typer.Option(
         None, "--extra-answers", help="also answer this many fresh queries with the last Generator"
     ),
-    rewrite: Optional[bool] = typer.Option(
-        None, "--rewrite/--no-rewrite", help="weave constraints in with the LLM (default) or with templates only"
+    rewrite: bool | None = typer.Option(
+        None,
+        "--rewrite/--no-rewrite",
+        help="weave constraints in with the LLM (default) or with templates only",
     ),
     set_: list[str] = typer.Option([], "--set", help="override a config field, e.g. --set final.unit=500"),
     redo: bool = typer.Option(False, "--redo", help="delete RUN/final and build it again"),
 ) -> None:
     """Collect every kept answer and extension, add length constraints: RUN/final/sft.jsonl."""
     from selflengthen.console import RichProgress
-    from selflengthen.final import load_run_config, prepare_final_data
+    from selflengthen.final import prepare_final_data
     from selflengthen.store import RunLock
 
     overrides = _overrides(
@@ -78,14 +124,16 @@ def collect_command(
 def train_command(
     run_dir: Path = typer.Argument(..., help="a run directory"),
     final: bool = typer.Option(False, "--final", help="train the final model on RUN/final/sft.jsonl"),
-    round_: Optional[int] = typer.Option(None, "--round", help="retrain this round's adapters from its SFT sets"),
-    role: Optional[Role] = typer.Option(None, "--role", help="only this role (with --round)"),
+    round_: int | None = typer.Option(
+        None, "--round", help="retrain this round's adapters from its SFT sets"
+    ),
+    role: Role | None = typer.Option(None, "--role", help="only this role (with --round)"),
     set_: list[str] = typer.Option([], "--set", help="override a config field, e.g. --set final.method=full"),
     force: bool = typer.Option(False, "--force", help="train again even if the output is complete"),
 ) -> None:
     """Train the final long-output model (--final) or one round's adapters (--round K)."""
     from selflengthen.errors import InputError
-    from selflengthen.final import load_run_config, train_final
+    from selflengthen.final import train_final
     from selflengthen.store import RunLock
 
     if final == (round_ is not None):
@@ -104,7 +152,8 @@ def train_command(
 def _brief(stats: dict) -> str:
     if not stats:
         return "already trained"
-    return f"{stats.get('examples', 0)} examples, {stats.get('steps', '?')} steps, final loss {stats.get('final_loss')}"
+    examples, steps = stats.get("examples", 0), stats.get("steps", "?")
+    return f"{examples} examples, {steps} steps, final loss {stats.get('final_loss')}"
 
 
 def _train_round(config, run_dir: Path, k: int, role: str | None, force: bool):
@@ -137,8 +186,11 @@ def export_command(
     style: LlamaFactoryStyle = typer.Option(
         LlamaFactoryStyle.alpaca, "--style", help="LLaMA-Factory file style (with --format llamafactory)"
     ),
-    push_to_hub: Optional[str] = typer.Option(
-        None, "--push-to-hub", metavar="REPO", help="also upload each dataset to this hub repo (needs HF_TOKEN)"
+    push_to_hub: str | None = typer.Option(
+        None,
+        "--push-to-hub",
+        metavar="REPO",
+        help="also upload each dataset to this hub repo (needs HF_TOKEN)",
     ),
     private: bool = typer.Option(False, "--private", help="create the hub repo as private"),
 ) -> None:

@@ -28,7 +28,7 @@ from selflengthen.summary import load_summary, round_summary
 
 ROLES = (GENERATOR, EXTENDER)
 # Fields that may change between a run and its resumption without invalidating finished work.
-RESUMABLE_CHANGES = {"macro_iterations", "name", "engine"}
+RESUMABLE_CHANGES = {"macro_iterations", "name", "engine", "final"}
 
 
 def write_manifest(run_dir: Path, config: Config) -> None:
@@ -77,6 +77,9 @@ def run_round(ctx: RoundContext, seeds, previous_instructions: list[str], adapte
         build_sft_data(ctx)
 
     training = {}
+    suspend = getattr(ctx.engine, "suspend", None)  # a managed server gives the GPU back to training
+    if suspend is not None and not all(adapter_complete(rd.adapter(r)) for r in ROLES):
+        suspend()
     for role in ROLES:
         out = rd.adapter(role)
         if adapter_complete(out):
@@ -107,7 +110,7 @@ def run_selflengthen(config: Config, run_dir: Path, *, progress: Progress | None
         if engine is None:
             from selflengthen.engines import create_engine
 
-            engine = create_engine(config.engine, config.model)
+            engine = create_engine(config.engine, config.model, run_dir=run_dir)
         from selflengthen.model import resolve_base
 
         base = resolve_base(config.model.base)
@@ -129,6 +132,11 @@ def run_selflengthen(config: Config, run_dir: Path, *, progress: Progress | None
                 for role in ROLES:
                     if adapter_complete(rd.adapter(role)):
                         adapters[role] = rd.adapter(role)
+            if config.final.enabled:
+                from selflengthen.final import run_final
+
+                progress.log("final stage: collect -> length constraints -> final SFT")
+                run_final(config, run_dir, engine=engine, progress=progress)
         finally:
             if own_engine:
                 engine.close()

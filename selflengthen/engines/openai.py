@@ -1,66 +1,29 @@
 """An engine for any OpenAI-compatible server: vLLM, SGLang, llama.cpp, hosted APIs.
 
-Usage (config): `engine: {kind: openai, openai: {base_urls: [http://gpu1:8000/v1, http://gpu2:8000/v1]}}`.
+Usage (config): `engine: {kind: openai, openai: {base_urls: [http://gpu1:8000/v1, http://gpu2:8000/v1]}}`;
+add `server: {managed: true, preset: vllm}` to have the run start the server (server.py).
 
 Completions mode (default) renders the chat template here, with the model's own tokenizer,
 and POSTs the string to `/v1/completions`: a prefill reaches the model byte for byte on every
 server. Chat mode sends messages, with `continue_final_message` for a prefill (vLLM).
-
-Requests go to the least-loaded URL with a free slot (`max_concurrency_per_url` each).
-Timeouts, connection errors, cut-off or garbage responses, 429 and 5xx are retried with
-exponential backoff and jitter (Retry-After honoured); other 4xx fail at once. Every request
-has a bounded number of attempts and a wall-clock budget, and the engine as a whole fails
-fast when nothing has succeeded for a while, so a dead server stops the run with a clear
-EngineError instead of spinning. The API key is read from the environment variable named in
-config, sent as a header, and scrubbed from every error message.
+Adapters are addressed by model name: each round's Generator and Extender are loaded at run
+time under names unique to their files (or named in config if you loaded them yourself).
+Dispatch over replicas, retries, backoff and the bounds on them live in dispatch.py. The API
+key is read from the environment variable named in config and never stored or shown.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import json
-import logging
 import os
-import random
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from selflengthen.engines.base import Request, Result, cut_at_stop, render_prompt
+from selflengthen.engines.dispatch import Dispatcher
 from selflengthen.errors import ConfigError, EngineError
-
-log = logging.getLogger(__name__)
-
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-
-
-def api_root(url: str) -> str:
-    """`http://h:8000/v1/` -> `http://h:8000`: endpoints are joined to the root."""
-    url = url.strip().rstrip("/")
-    return url[: -len("/v1")] if url.endswith("/v1") else url
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None if absent/invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def adapter_served_name(role: str, path: str | Path) -> str:
@@ -74,43 +37,20 @@ def adapter_served_name(role: str, path: str | Path) -> str:
     return f"{role}-{h.hexdigest()[:10]}"
 
 
-@dataclass
-class _Endpoint:
-    url: str  # the API root, without /v1
-    limit: int
-    in_flight: int = 0
-    sent: int = 0
-    failures_in_row: int = 0
-    cooldown_until: float = 0.0  # monotonic time; set after failures and Retry-After
-
-
-@dataclass
-class OpenAIStats:
-    """Counters for reports and the fault-injection tests."""
-
-    requests: int = 0
-    attempts: int = 0
-    retries: int = 0
-    failures: dict[str, int] = field(default_factory=dict)  # kind -> count
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    per_url: dict[str, int] = field(default_factory=dict)
-
-    def fail(self, kind: str) -> None:
-        self.failures[kind] = self.failures.get(kind, 0) + 1
-
-
-class _Retryable(Exception):
-    """One attempt failed in a way worth retrying."""
-
-    def __init__(self, kind: str, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.kind = kind
-        self.retry_after = retry_after
-
-
-class _Fatal(Exception):
-    """One attempt failed in a way no retry fixes (a 4xx other than 408/409/425/429)."""
+def check_choice(data: Any) -> None:
+    """Raise (KeyError, IndexError, TypeError) unless `data` is a completion with a text (an empty one
+    is a valid answer: the stages record it; a missing or null one is a broken response, retried)."""
+    choice = data["choices"][0]
+    if not isinstance(choice, dict):
+        raise TypeError("choice is not an object")
+    if "text" in choice:
+        text = choice["text"]
+    elif isinstance(choice.get("message"), dict):
+        text = choice["message"].get("content")
+    else:
+        raise KeyError("text")
+    if not isinstance(text, str):
+        raise TypeError(f"the completion text is {type(text).__name__}, not a string")
 
 
 class OpenAIEngine:
@@ -134,7 +74,6 @@ class OpenAIEngine:
         urls = base_urls if base_urls is not None else config.base_urls
         if not urls:
             raise ConfigError("no server URL given", field="engine.openai.base_urls")
-        self.endpoints = [_Endpoint(api_root(u), config.max_concurrency_per_url) for u in urls]
         self.tokenizer = tokenizer
         if config.mode == "completions" and tokenizer is None:
             raise ConfigError("completions mode needs the model's tokenizer", field="engine.openai.mode")
@@ -146,15 +85,24 @@ class OpenAIEngine:
         self.context_length = context_length if context_length is not None else config.context_length
         self.server = server  # a ManagedServer we own and stop in close(), or None
         self._key = self._read_key(config.api_key_env)
+        self.dispatch = Dispatcher(config, list(urls), headers=self._headers(), scrub=self.scrub)
+        # Our prompt already holds the template's special tokens; a vLLM server would add a second
+        # BOS for tokenizers that add one (Llama 3): tell it not to.
+        self._no_special = (
+            self.fields == "vllm" and config.mode == "completions" and adds_special_tokens(tokenizer)
+        )
         self.routes: dict[str, str] = {}  # role -> served adapter name
-        self.stats = OpenAIStats()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: httpx.AsyncClient | None = None
-        self._cond: asyncio.Condition | None = None
+        self._adapter_paths: dict[str, str] = {}  # role -> adapter dir loaded at run time
         self._model_lock: asyncio.Lock | None = None
-        self._failures_in_row = 0
-        self._last_success = time.monotonic()
-        self._broken: str | None = None
+        self._restart_lock: asyncio.Lock | None = None
+
+    @property
+    def stats(self):
+        return self.dispatch.stats
+
+    @property
+    def endpoints(self):
+        return self.dispatch.endpoints
 
     # ------------------------------------------------------------------ construction
 
@@ -171,13 +119,14 @@ class OpenAIEngine:
 
             server = ManagedServer(engine_config.server, model_config, run_dir=run_dir)
             server.start()
+            preset = server.preset
             kwargs = dict(
                 base_urls=[server.base_url],
                 model=server.config.served_model_name,
-                lora_api=cfg.lora_api if cfg.lora_api != "auto" else server.preset.lora_api,
+                lora_api=cfg.lora_api if cfg.lora_api != "auto" else preset.lora_api,
                 sampling_fields=cfg.sampling_fields
                 if cfg.sampling_fields != "auto"
-                else server.preset.sampling_fields,
+                else preset.sampling_fields,
                 context_length=cfg.context_length or server.context_length,
             )
         try:
@@ -207,64 +156,20 @@ class OpenAIEngine:
         """`text` with the API key masked: every message we raise or log goes through here."""
         return text.replace(self._key, "***") if self._key else text
 
-    # ------------------------------------------------------------------ per event loop state
-
-    def _ensure_loop(self) -> None:
-        """Stages run under separate asyncio.run calls: clients and conditions belong to one loop."""
-        loop = asyncio.get_running_loop()
-        if self._loop is loop and self._client is not None:
-            return
-        self._loop = loop
-        cfg = self.config
-        timeout = httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s)
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-        self._client = httpx.AsyncClient(timeout=timeout, limits=limits, headers=self._headers())
-        self._cond = asyncio.Condition()
-        self._model_lock = asyncio.Lock()
-        for e in self.endpoints:
-            e.in_flight = 0
-
-    async def _acquire(self, avoid: str | None, deadline: float) -> _Endpoint:
-        """The least-loaded endpoint with a free slot, avoiding the one that just failed if possible."""
-        assert self._cond is not None
-        async with self._cond:
-            while True:
-                now = time.monotonic()
-                free = [e for e in self.endpoints if e.in_flight < e.limit]
-                ready = [e for e in free if e.cooldown_until <= now]
-                if ready:
-                    best = min(
-                        ready,
-                        key=lambda e: (e.url == avoid and len(ready) > 1, e.in_flight / e.limit, e.sent),
-                    )
-                    best.in_flight += 1
-                    best.sent += 1
-                    return best
-                wait = deadline - now
-                if free:
-                    wait = min(wait, min(e.cooldown_until for e in free) - now)
-                if deadline - now <= 0:
-                    raise _Retryable("budget", "no server slot before the request budget ran out")
-                try:
-                    await asyncio.wait_for(self._cond.wait(), timeout=max(wait, 0.001))
-                except asyncio.TimeoutError:
-                    pass
-
-    async def _release(self, endpoint: _Endpoint) -> None:
-        assert self._cond is not None
-        async with self._cond:
-            endpoint.in_flight -= 1
-            self._cond.notify_all()
-
     # ------------------------------------------------------------------ the request
 
     async def generate(self, request: Request) -> Result:
-        self._ensure_loop()
+        if self.dispatch.ensure_loop() or self._model_lock is None:
+            self._model_lock, self._restart_lock = asyncio.Lock(), asyncio.Lock()
+        if self.server is not None and not self.server.is_running():
+            assert self._restart_lock is not None
+            async with self._restart_lock:  # one restart, whatever the number of waiting requests
+                await asyncio.to_thread(self._ensure_server)
         if request.adapter is not None and request.adapter not in self.routes:
             raise EngineError(f"no adapter loaded for role '{request.adapter}' (call set_adapters first)")
         model = await self._served_model(request.adapter)
         path, body, prompt_tokens = self._build(request, model)
-        data = await self._with_retries(path, body, request.tag)
+        data = await self.dispatch.post(path, body, tag=request.tag, validate=check_choice)
         return self._parse_result(data, request, model, prompt_tokens)
 
     def _build(self, request: Request, model: str) -> tuple[str, dict[str, Any], int]:
@@ -303,6 +208,8 @@ class OpenAIEngine:
             body.update(top_k=p.top_k if p.top_k > 0 else -1, repetition_penalty=p.repetition_penalty)
         elif self.fields == "llamacpp":
             body.update(top_k=p.top_k, repeat_penalty=p.repetition_penalty)
+        if self._no_special and "prompt" in body:
+            body["add_special_tokens"] = False
         body.update(self.config.extra_body)
         return path, body, prompt_tokens
 
@@ -330,143 +237,6 @@ class OpenAIEngine:
         self.stats.completion_tokens += result.completion_tokens
         return result
 
-    async def _with_retries(self, path: str, body: dict, tag: str) -> dict:
-        cfg = self.config
-        self.stats.requests += 1
-        started = time.monotonic()
-        deadline = started + cfg.request_budget_s
-        last = "none"
-        avoid: str | None = None
-        attempts = 0
-        for attempt in range(cfg.max_retries + 1):
-            if self._broken:
-                raise EngineError(self._broken)
-            attempts = attempt + 1
-            try:
-                endpoint = await self._acquire(avoid, deadline)
-            except _Retryable as exc:
-                last = str(exc)
-                break
-            try:
-                data = await self._attempt(endpoint, path, body, deadline)
-            except _Fatal as exc:
-                await self._release(endpoint)
-                raise EngineError(
-                    self.scrub(f"request {tag or '?'} to {endpoint.url}{path} failed: {exc}")
-                ) from None
-            except _Retryable as exc:
-                await self._release(endpoint)
-                last = f"{endpoint.url}: {exc}"
-                self._on_failure(endpoint, exc)
-                avoid = endpoint.url
-                if attempt == cfg.max_retries:
-                    break
-                # Fail over to another healthy replica at once; back off when there is none.
-                now = time.monotonic()
-                elsewhere = any(e is not endpoint and e.cooldown_until <= now for e in self.endpoints)
-                delay = (
-                    0.0 if elsewhere and exc.retry_after is None else self._delay(attempt, exc.retry_after)
-                )
-                if time.monotonic() + delay >= deadline:
-                    break
-                self.stats.retries += 1
-                log.info("retrying %s in %.1fs after %s", tag or path, delay, self.scrub(last))
-                await asyncio.sleep(delay)
-                continue
-            await self._release(endpoint)
-            self._on_success(endpoint)
-            return data
-        if self._broken:
-            raise EngineError(self._broken)
-        raise EngineError(
-            self.scrub(
-                f"request {tag or '?'} gave up after {attempts} attempt(s) in "
-                f"{time.monotonic() - started:.1f}s "
-                f"(engine.openai.max_retries={cfg.max_retries}, request_budget_s={cfg.request_budget_s:g}); "
-                f"last error: {last}"
-            )
-        )
-
-    async def _attempt(self, endpoint: _Endpoint, path: str, body: dict, deadline: float) -> dict:
-        """One POST. Returns the parsed JSON or raises _Retryable / _Fatal."""
-        assert self._client is not None
-        self.stats.attempts += 1
-        self.stats.per_url[endpoint.url] = self.stats.per_url.get(endpoint.url, 0) + 1
-        # The read timeout bounds the gap between bytes; this bounds the whole attempt (a trickling
-        # server must not hold a request forever).
-        limit = min(
-            self.config.timeout_s + self.config.connect_timeout_s, max(deadline - time.monotonic(), 0.001)
-        )
-        try:
-            response = await asyncio.wait_for(
-                self._client.post(endpoint.url + path, json=body), timeout=limit
-            )
-        except httpx.ConnectTimeout:
-            raise _Retryable("timeout", f"no connection within {self.config.connect_timeout_s:g}s") from None
-        except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
-            what = type(exc).__name__ if isinstance(exc, httpx.TimeoutException) else "deadline"
-            raise _Retryable("timeout", f"no complete answer within {limit:.0f}s ({what})") from None
-        except httpx.TransportError as exc:
-            raise _Retryable("connection", f"{type(exc).__name__}: {exc}") from None
-        status = response.status_code
-        if status in RETRY_STATUS or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
-            raise _Retryable(f"http_{status}", f"HTTP {status}: {_snippet(response.text)}", retry_after)
-        if status >= 400:
-            raise _Fatal(f"HTTP {status}: {_snippet(response.text)}")
-        try:
-            data = response.json()
-            choice = data["choices"][0]
-            if not isinstance(choice, dict):
-                raise TypeError("choice is not an object")
-            text = choice.get("text") if "text" in choice else (choice.get("message") or {}).get("content")
-            if text is not None and not isinstance(text, str):
-                raise TypeError("text is not a string")
-            if text is None and "message" not in choice:
-                raise KeyError("text")
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise _Retryable(
-                "garbage", f"malformed response ({type(exc).__name__}: {exc}): {_snippet(response.text)}"
-            ) from None
-        return data
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        cfg = self.config
-        if retry_after is not None:
-            # Retry-After is a floor: wait at least that long, plus a little jitter against a stampede.
-            return min(retry_after, cfg.retry_after_max_s) * (1.0 + 0.1 * random.random())
-        base = min(cfg.backoff_max_s, cfg.backoff_initial_s * (2**attempt))
-        return base * (0.5 + 0.5 * random.random())
-
-    def _on_failure(self, endpoint: _Endpoint, exc: _Retryable) -> None:
-        cfg = self.config
-        self.stats.fail(exc.kind)
-        endpoint.failures_in_row += 1
-        now = time.monotonic()
-        if exc.retry_after is not None:
-            pause = min(exc.retry_after, cfg.retry_after_max_s)
-        else:  # a failing replica is shunned for a while, or least-loaded dispatch would feed it everything
-            pause = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2 ** (endpoint.failures_in_row - 1))
-        endpoint.cooldown_until = max(endpoint.cooldown_until, now + pause)
-        self._failures_in_row += 1
-        if (
-            self._failures_in_row >= cfg.fail_fast_failures
-            and now - self._last_success >= cfg.fail_fast_after_s
-        ):
-            urls = ", ".join(e.url for e in self.endpoints)
-            self._broken = self.scrub(
-                f"the server(s) at {urls} failed {self._failures_in_row} attempts in a row "
-                "with no success for "
-                f"{now - self._last_success:.0f}s (last: {exc}); stopping instead of retrying forever. "
-                "Check the server (and its log), then run the same command again to resume"
-            )
-
-    def _on_success(self, endpoint: _Endpoint) -> None:
-        endpoint.failures_in_row = 0
-        endpoint.cooldown_until = 0.0
-        self._failures_in_row = 0
-        self._last_success = time.monotonic()
-
     # ------------------------------------------------------------------ model names and adapters
 
     async def _served_model(self, adapter: str | None) -> str:
@@ -483,26 +253,19 @@ class OpenAIEngine:
         return f"{self.model}:{name}" if self.lora_api == "sglang" and ":" not in name else name
 
     async def _discover_model(self) -> str:
-        assert self._client is not None
-        url = self.endpoints[0].url + "/v1/models"
-        last = ""
-        for attempt in range(self.config.max_retries + 1):
-            try:
-                response = await self._client.get(url, timeout=self.config.connect_timeout_s + 30)
-                if response.status_code == 200:
-                    return str(response.json()["data"][0]["id"])
-                last = f"HTTP {response.status_code}: {_snippet(response.text)}"
-                if response.status_code < 500 and response.status_code != 429:
-                    break
-            except (httpx.TransportError, ValueError, KeyError, IndexError, TypeError) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            if attempt < self.config.max_retries:
-                await asyncio.sleep(self._delay(attempt, None))
-        raise EngineError(self.scrub(f"cannot list models at {url} ({last}); set engine.openai.model"))
+        try:
+            return str((await self.dispatch.get_json("/v1/models"))["data"][0]["id"])
+        except (KeyError, IndexError, TypeError) as exc:
+            raise EngineError(
+                f"cannot read a model name from /v1/models ({exc}); set engine.openai.model"
+            ) from None
+        except EngineError as exc:
+            raise EngineError(f"{exc}; set engine.openai.model") from None
 
     def set_adapters(self, adapters: dict[str, str]) -> None:
         """Serve each role's adapter: a name from `adapter_models`, or loaded at run time under a name
         unique to its files (a retrained adapter is a new name, so no server serves a stale cache)."""
+        self._ensure_server()
         for role, path in adapters.items():
             if role in self.config.adapter_models:
                 self.routes[role] = self.config.adapter_models[role]
@@ -517,40 +280,63 @@ class OpenAIEngine:
             name = adapter_served_name(role, path)
             if self.routes.get(role) == name:
                 continue
-            from selflengthen.engines.server import load_lora, unload_lora
-
-            for e in self.endpoints:
-                load_lora(
-                    e.url,
-                    name,
-                    str(Path(path).resolve()),
-                    api=self.lora_api,
-                    headers=self._headers(),
-                    scrub=self.scrub,
-                    timeout=max(self.config.connect_timeout_s, 300.0),
-                )
+            self._load(name, path)
             old = self.routes.get(role)
             self.routes[role] = name
+            self._adapter_paths[role] = str(Path(path).resolve())
             if old and old not in self.routes.values():
+                from selflengthen.engines.server import unload_lora
+
                 for e in self.endpoints:
                     unload_lora(e.url, old, api=self.lora_api, headers=self._headers())
 
+    def _load(self, name: str, path: str) -> None:
+        from selflengthen.engines.server import load_lora
+
+        for e in self.endpoints:
+            load_lora(
+                e.url,
+                name,
+                str(Path(path).resolve()),
+                api=self.lora_api,
+                headers=self._headers(),
+                scrub=self.scrub,
+                timeout=max(self.config.connect_timeout_s, 300.0),
+            )
+
+    # ------------------------------------------------------------------ sharing the GPUs with training
+
+    def suspend(self) -> None:
+        """Free the accelerators for training: stop a managed server (if `server.stop_for_training`).
+        It starts again, with the current adapters, on the next set_adapters or request. A server
+        we do not manage is left alone."""
+        if self.server is not None and self.server.config.stop_for_training and self.server.is_running():
+            self.server.stop()
+
+    def _ensure_server(self) -> None:
+        """Restart a suspended managed server and reload the adapters it served."""
+        if self.server is None or self.server.is_running():
+            return
+        self.server.start()
+        for role, path in self._adapter_paths.items():
+            if self.routes.get(role) and role not in self.config.adapter_models:
+                self._load(self.routes[role], path)
+
     def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            # Closing needs the loop that opened it; when that loop is gone, dropping it is all we can do.
-            try:
-                if self._loop is not None and not self._loop.is_closed() and not self._loop.is_running():
-                    self._loop.run_until_complete(client.aclose())
-            except RuntimeError:
-                pass
+        self.dispatch.close()
         if self.server is not None:
             self.server.stop()
 
 
-def _snippet(text: str, n: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[:n] + "..."
+def adds_special_tokens(tokenizer: Any) -> bool:
+    """Whether encoding text with this tokenizer adds tokens of its own (a BOS)."""
+    if tokenizer is None:
+        return False
+    try:
+        plain = tokenizer("x", add_special_tokens=False)["input_ids"]
+        return tokenizer("x", add_special_tokens=True)["input_ids"] != plain
+    except Exception:  # a tokenizer-like object without the option
+        return False
 
 
 def check_adapter_rank(path: str | Path, max_rank: int | None) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from selflengthen.engines.dispatch import is_loopback
 from selflengthen.errors import ConfigError, EngineError
 
 # vLLM accepts only these LoRA ranks (its --max-lora-rank choices).
@@ -303,7 +304,7 @@ class ManagedServer:
                     f"its log ({self.log_path}) ends:\n" + self.log_tail()
                 )
             try:
-                if httpx.get(url, timeout=5.0).status_code == 200:
+                if httpx.get(url, timeout=5.0, trust_env=not is_loopback(url)).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -438,7 +439,11 @@ def load_lora(
     for attempt in range(attempts):
         try:
             r = httpx.post(
-                url + load, json={"lora_name": name, "lora_path": path}, headers=headers, timeout=timeout
+                url + load,
+                json={"lora_name": name, "lora_path": path},
+                trust_env=not is_loopback(url),
+                headers=headers,
+                timeout=timeout,
             )
         except httpx.HTTPError as exc:
             last = f"{type(exc).__name__}: {exc}"
@@ -476,7 +481,13 @@ def unload_lora(url: str, name: str, *, api: str = "vllm", headers: dict[str, st
     _, unload = lora_endpoints(api)
     try:
         return (
-            httpx.post(url + unload, json={"lora_name": name}, headers=headers, timeout=60.0).status_code
+            httpx.post(
+                url + unload,
+                json={"lora_name": name},
+                headers=headers,
+                timeout=60.0,
+                trust_env=not is_loopback(url),
+            ).status_code
             == 200
         )
     except httpx.HTTPError:

@@ -48,7 +48,10 @@ def sources(run_dir: Path, extra_answers: Path | None) -> list[tuple[str, Path, 
     out = []
     for k in round_numbers(run_dir):
         rd = RoundDir(Path(run_dir), k)
-        out += [(f"round-{k}/answers", rd.answers, "answer"), (f"round-{k}/extensions", rd.extensions, "extension")]
+        out += [
+            (f"round-{k}/answers", rd.answers, "answer"),
+            (f"round-{k}/extensions", rd.extensions, "extension"),
+        ]
     if extra_answers is not None:
         out.append(("final/extra/answers", extra_answers, "extra_answer"))
     return [(label, path, kind) for label, path, kind in out if path.is_file()]
@@ -137,7 +140,12 @@ def _candidates(files: Sequence[tuple[str, Path, str]], include_sampled_out: boo
 
 
 def collect(
-    run_dir: Path, out: Path, cfg: FinalConfig, *, extra_answers: Path | None = None, stats_path: Path | None = None
+    run_dir: Path,
+    out: Path,
+    cfg: FinalConfig,
+    *,
+    extra_answers: Path | None = None,
+    stats_path: Path | None = None,
 ) -> dict:
     """Write every candidate to `out` with its verdict ("kept" or the filter that removed it).
 

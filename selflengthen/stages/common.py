@@ -75,7 +75,15 @@ class RoundContext:
 
     @property
     def max_in_flight(self) -> int:
-        return self.config.engine.max_in_flight or 2 * self.config.engine.batch_size
+        """Items kept running: enough to fill the engine's next batch (or all its server slots)."""
+        engine = self.config.engine
+        if engine.max_in_flight:
+            return engine.max_in_flight
+        if engine.kind == "openai":
+            return max(1, len(engine.openai.base_urls)) * engine.openai.max_concurrency_per_url
+        if engine.kind == "ray":
+            return engine.ray.job_size
+        return 2 * engine.batch_size
 
 
 async def run_items(

@@ -28,7 +28,13 @@ from typing import Any
 
 from selflengthen.config import FinalConfig
 from selflengthen.engines.base import Engine, Request, SamplingParams
-from selflengthen.evaluate.constraints import TYPES, ConstraintError, find_numbers, infer_type, parse_constraint
+from selflengthen.evaluate.constraints import (
+    TYPES,
+    ConstraintError,
+    find_numbers,
+    infer_type,
+    parse_constraint,
+)
 from selflengthen.evaluate.scoring import longen_score
 from selflengthen.prompts import template
 from selflengthen.text.checks import text_units
@@ -47,13 +53,16 @@ LENGTH_IN_QUERY = "length_in_query"
 _CN_DIGITS = "零一二三四五六七八九"
 # Candidate numbers: Arabic (with thousands commas, a decimal part, a k/千/万 multiplier) or a run
 # of Chinese numeral characters; `find_numbers` gives each one its value (or none: "一篇").
-_NUMBER_TOKEN = re.compile(r"\d[\d,]*(?:\.\d+)?\s*(?:[kK](?![a-zA-Z])|千|万)?|[零〇一二两三四五六七八九十百千万亿]+")
+_NUMBER_TOKEN = re.compile(
+    r"\d[\d,]*(?:\.\d+)?\s*(?:[kK](?![a-zA-Z])|千|万)?|[零〇一二两三四五六七八九十百千万亿]+"
+)
 # A number followed by a word unit is a length: "3000 words", "2,000-word", "三千字", "3k words".
 _LENGTH_UNIT = re.compile(r"\s*-?\s*(?:words?\b|字|个字|個字|词|詞)", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?;。！？；\n]")
 _TERMINAL = tuple(".!?。！？…)）”\"'")
 _LABEL = re.compile(
-    r"^\s*(?:(?:here is |here's )?(?:the )?(?:rewritten|revised|new|final)\s+(?:request|query|instruction|prompt)"
+    r"^\s*(?:(?:here is |here's )?(?:the )?(?:rewritten|revised|new|final)\s+"
+    r"(?:request|query|instruction|prompt)"
     r"|(?:改写后的?|修改后的?)(?:写作)?(?:要求|指令|请求|查询)?)\s*[:：]\s*",
     re.IGNORECASE,
 )
@@ -157,11 +166,11 @@ def draw_constraint(words: int, language: str, rng: random.Random, cfg: FinalCon
     kinds = [k for k in TYPES if cfg.type_weights.get(k, 0) > 0]
     kind = rng.choices(kinds, weights=[cfg.type_weights[k] for k in kinds])[0]
     coarse = cfg.wide_unit if rng.random() < cfg.wide_unit_prob else cfg.unit
-    numeral = "chinese" if language == "zh" and rng.random() < cfg.zh_numeral_prob else "arabic"
+    drawn_numeral = "chinese" if language == "zh" and rng.random() < cfg.zh_numeral_prob else "arabic"
     choice = rng.randrange(1 << 16)
     # A response too short for this type at any unit (e.g. "more than" for 1 word) falls back to
     # "about"; a lone Chinese digit (一) is not read as a length, so Arabic digits back numerals up.
-    for candidate, numeral in ((kind, numeral), ("about", numeral), ("about", "arabic")):
+    for candidate, numeral in ((kind, drawn_numeral), ("about", drawn_numeral), ("about", "arabic")):
         for unit in _units(coarse, cfg):
             numbers = numbers_for(candidate, words, unit)
             if numbers is None:
@@ -239,7 +248,11 @@ def check_rewrite(original: str, rewritten: str, drawn: Drawn, cfg: FinalConfig)
     old_lengths = {n.value for n in before if n.length}
     missing = [v for v in wanted if v not in values]
     # Arabic numbers and lengths count; a stray Chinese numeral inside a word (十分, 万一) does not.
-    added = [n.value for n in mine if (n.arabic or n.length) and n.value not in wanted and n.value not in before_values]
+    added = [
+        n.value
+        for n in mine
+        if (n.arabic or n.length) and n.value not in wanted and n.value not in before_values
+    ]
     if missing:
         return NUMBER_CHANGED if added else CONSTRAINT_DROPPED
     if added:
@@ -258,7 +271,9 @@ def check_rewrite(original: str, rewritten: str, drawn: Drawn, cfg: FinalConfig)
     units = set(text_units(original))
     if units and len(units & set(text_units(rewritten))) / len(units) < cfg.rewrite_min_overlap:
         return TASK_CHANGED
-    if count_words(rewritten) > cfg.rewrite_max_growth * (count_words(original) + count_words(drawn.constraint)):
+    if count_words(rewritten) > cfg.rewrite_max_growth * (
+        count_words(original) + count_words(drawn.constraint)
+    ):
         return TOO_LONG
     return None
 

@@ -76,19 +76,8 @@ def train_adapter(
         raise TrainingError(f"no training examples left in {data} ({dropped} longer than {max_length} tokens)")
 
     torch_dtype = pick_dtype(dtype, device)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
-    peft_config = None
-    if init_adapter is not None:
-        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
-    else:
-        lora = train_config.lora
-        peft_config = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-            task_type="CAUSAL_LM",
-        )
+    # The training arguments come before the model: under `accelerate launch` they set up the
+    # distributed state, which DeepSpeed ZeRO-3 needs to shard the model while it loads.
     args = SFTConfig(
         output_dir=str(work_dir),
         num_train_epochs=train_config.epochs,
@@ -110,7 +99,21 @@ def train_adapter(
         gradient_checkpointing=gradient_checkpointing,
         disable_tqdm=True,
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every LoRA weight is used; DDP skips the graph walk
     )
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
+    peft_config = None
+    if init_adapter is not None:
+        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    else:
+        lora = train_config.lora
+        peft_config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            task_type="CAUSAL_LM",
+        )
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -121,23 +124,32 @@ def train_adapter(
     trainer.train(resume_from_checkpoint=last_checkpoint(work_dir))
     history = [[h["step"], round(h["loss"], 4)] for h in trainer.state.log_history if "loss" in h]
 
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(str(tmp))
-    if not adapter_complete(tmp):
-        raise TrainingError(f"training finished but no adapter was written to {tmp}")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints are only for resuming this training
+    # Under `accelerate launch` every process gets here. Gathering the weights is collective
+    # (ZeRO-3, FSDP); only the main process writes, after the others have stopped training.
+    accelerator = trainer.accelerator
+    accelerator.wait_for_everyone()
+    state_dict = accelerator.get_state_dict(trainer.model_wrapped)
+    if accelerator.is_main_process:
+        tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        trainer.model.save_pretrained(str(tmp), state_dict=state_dict)
+        if not adapter_complete(tmp):
+            raise TrainingError(f"training finished but no adapter was written to {tmp}")
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints are only for resuming this training
     stats.update(
         final_loss=history[-1][1] if history else None,
         loss_history=history,
         steps=trainer.state.global_step,
+        processes=accelerator.num_processes,
         train_tokens=int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0),
         seconds=round(time.perf_counter() - started, 1),
         continued_from=str(init_adapter) if init_adapter else None,
     )
-    atomic_write_json(out_dir / "training_stats.json", stats)
+    if accelerator.is_main_process:
+        atomic_write_json(out_dir / "training_stats.json", stats)
+    accelerator.wait_for_everyone()
     return stats
 
 

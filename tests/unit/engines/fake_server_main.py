@@ -17,6 +17,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int, required=True)
 parser.add_argument("--mode", default="ok")
 parser.add_argument("--pidfile", default="")
+parser.add_argument("--record", default="", help="append each POST's path and body to this file")
 args = parser.parse_args()
 
 print(f"fake server starting on {args.port} in mode {args.mode}", flush=True)
@@ -54,7 +55,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
+        body = self.rfile.read(length)
+        if args.record:
+            with open(args.record, "a") as f:
+                f.write(f"{os.getpid()} {self.path} {body.decode()}\n")
         self._reply(
             {
                 "choices": [

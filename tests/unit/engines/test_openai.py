@@ -12,7 +12,8 @@ import pytest
 
 from selflengthen.config import OpenAIEngineConfig
 from selflengthen.engines.base import Request, SamplingParams
-from selflengthen.engines.openai import OpenAIEngine, adapter_served_name, api_root, parse_retry_after
+from selflengthen.engines.dispatch import api_root, is_loopback, parse_retry_after
+from selflengthen.engines.openai import OpenAIEngine, adapter_served_name
 from selflengthen.errors import ConfigError, EngineError
 from tests.unit.engines.httpfake import (
     FakeServer,
@@ -134,6 +135,12 @@ def test_api_root_and_retry_after_parsing():
     date = "Wed, 21 Oct 2015 07:28:10 GMT"
     assert parse_retry_after(date, now=1445412480.0) == pytest.approx(10.0)
     assert parse_retry_after(date) == 0.0  # in the past
+    assert (
+        is_loopback("http://127.0.0.1:8000/v1")
+        and is_loopback("http://localhost:1")
+        and is_loopback("http://[::1]:2")
+    )
+    assert not is_loopback("http://10.0.0.7:8000/v1")
 
 
 # ---------------------------------------------------------------------- faults and retries
@@ -165,8 +172,22 @@ def scripted(*replies: Reply | None):
         Reply(json={"choices": []}),
         Reply(json={"choices": [{"text": 42}]}),
         Reply(json={"error": "no choices"}),
+        Reply(json={"choices": [{"text": None, "finish_reason": "stop"}]}),
+        Reply(body=b""),
     ],
-    ids=["500", "502-html", "503", "reset", "cutoff", "garbage", "no-choices", "bad-text", "error-body"],
+    ids=[
+        "500",
+        "502-html",
+        "503",
+        "reset",
+        "cutoff",
+        "garbage",
+        "no-choices",
+        "bad-text",
+        "error-body",
+        "null",
+        "empty",
+    ],
 )
 def test_transient_faults_are_retried(fault):
     with FakeServer(scripted(fault, fault)) as server:
@@ -338,3 +359,42 @@ def test_static_adapter_names_sglang_names_and_servers_without_runtime_lora(tmp_
         }
         with pytest.raises(EngineError, match="loads no adapters at run time"):
             make_engine([server.url], lora_api="none").set_adapters({"extender": str(adapter)})
+
+
+def test_cancelled_requests_free_their_slots():
+    with FakeServer(lambda seen: Reply(json=completion(), delay=0.3)) as server:
+        engine = make_engine([server.url], max_concurrency_per_url=1)
+
+        async def go():
+            tasks = [asyncio.ensure_future(engine.generate(req())) for _ in range(3)]
+            await asyncio.sleep(0.1)  # one is on the wire, two wait for the slot
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            assert engine.endpoints[0].in_flight == 0 and not engine.dispatch._waiters
+            return await engine.generate(req())  # the slot is free again
+
+        assert asyncio.run(go()).text == "Hello there."
+
+
+class BosTokenizer(FakeTokenizer):
+    def __call__(self, text, add_special_tokens=False):
+        ids = super().__call__(text)["input_ids"]
+        return {"input_ids": ([-1] if add_special_tokens else []) + ids}
+
+
+def test_no_second_bos_for_tokenizers_that_add_one():
+    with FakeServer() as server:
+        run(make_engine([server.url], tokenizer=BosTokenizer()), req())
+        run(make_engine([server.url], tokenizer=BosTokenizer(), sampling_fields="llamacpp"), req())
+        run(make_engine([server.url]), req())
+    bos_vllm, bos_llama, plain = (r.json for r in server.posts())
+    assert bos_vllm["add_special_tokens"] is False
+    assert "add_special_tokens" not in bos_llama and "add_special_tokens" not in plain
+
+
+def test_an_empty_completion_is_an_answer_not_a_fault():
+    with FakeServer(lambda seen: Reply(json=completion(text="", tokens=0))) as server:
+        engine = make_engine([server.url])
+        result = run(engine, req())
+    assert result.text == "" and result.finish_reason == "stop" and engine.stats.retries == 0

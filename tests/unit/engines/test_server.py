@@ -93,6 +93,7 @@ def test_server_config_is_strict():
 
 def fake_config(tmp_path, mode="ok", **kw) -> ServerConfig:
     extra = f" --pidfile {tmp_path / 'pids'}" if kw.pop("pidfile", False) else ""
+    extra += f" --record {tmp_path / 'posts'}" if kw.pop("record", False) else ""
     return ServerConfig(
         managed=True,
         command=f"{{python}} {FAKE} --port {{port}} --mode {mode}{extra}",
@@ -250,3 +251,77 @@ def test_load_lora_accepts_already_loaded_and_explains_a_missing_endpoint():
             load_lora(root, "new", "/a")
         load_lora(root, "ok", "/a", api="sglang")
         assert unload_lora(root, "ok", api="sglang")
+
+
+def test_suspend_for_training_then_restart_with_the_adapters(tmp_path):
+    adapter = tmp_path / "round-1" / "adapters" / "generator"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text('{"r": 16}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"w")
+    engine_config = EngineConfig.model_validate(
+        {
+            "kind": "openai",
+            "openai": {"mode": "chat"},
+            "server": fake_config(tmp_path, record=True).model_dump(),
+        }
+    )
+    engine = create_engine(engine_config, ModelConfig(), {"generator": str(adapter)}, run_dir=tmp_path)
+    try:
+        first_pid = engine.server.process.pid
+        engine.suspend()  # training time: the GPUs are free
+        assert not engine.server.is_running() and wait_dead(first_pid)
+        request = Request(messages=[{"role": "user", "content": "hi"}], adapter="generator")
+        assert asyncio.run(engine.generate(request)).text == "served."  # restarted on demand
+        second_pid = engine.server.process.pid
+    finally:
+        engine.close()
+    posts = [line.split(" ", 2) for line in (tmp_path / "posts").read_text().splitlines()]
+    loads = [(int(pid), body) for pid, path, body in posts if path == "/v1/load_lora_adapter"]
+    assert [pid for pid, _ in loads] == [first_pid, second_pid]  # the new server got the adapter again
+    assert loads[0][1] == loads[1][1] and str(adapter.resolve()) in loads[0][1]
+
+
+def test_a_presets_dialect_reaches_the_engine(tmp_path):
+    server = fake_config(tmp_path).model_dump() | {"preset": "llamacpp", "n_ctx": 2048}
+    engine_config = EngineConfig.model_validate(
+        {"kind": "openai", "openai": {"mode": "chat"}, "server": server}
+    )
+    engine = create_engine(engine_config, ModelConfig(), run_dir=tmp_path)
+    try:
+        assert (engine.fields, engine.lora_api, engine.context_length) == ("llamacpp", "none", 2048)
+        with pytest.raises(EngineError, match="loads no adapters at run time"):
+            engine.set_adapters({"generator": str(tmp_path)})
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_the_server_stops_on_ctrl_c_and_sigterm(tmp_path, how):
+    """Ctrl-C (KeyboardInterrupt, then atexit) and SIGTERM (our handler) stop the server, and SIGTERM
+    still ends the run with its usual status."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, signal, sys, time
+            sys.path.insert(0, {str(Path(__file__).parents[3])!r})
+            from selflengthen.config import ServerConfig
+            from selflengthen.engines.server import ManagedServer
+            config = ServerConfig(managed=True, command="{{python}} {FAKE} --port {{port}}",
+                                  log_file={str(tmp_path / "s.log")!r})
+            server = ManagedServer(config)
+            server.start()
+            print(server.process.pid, flush=True)
+            os.kill(os.getpid(), signal.SIGINT if {how == "ctrl-c"} else signal.SIGTERM)
+            time.sleep(30)
+            """
+        )
+    )
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    server_pid = int(run.stdout.split()[0])
+    assert wait_dead(server_pid, timeout=2.0)
+    assert "stopped the server" in (tmp_path / "s.log").read_text()
+    if how == "sigterm":
+        assert run.returncode == -signal.SIGTERM
+    else:
+        assert "KeyboardInterrupt" in run.stderr

@@ -72,28 +72,77 @@ def make_run(root: Path, config: Config | None = None, *, rounds: int = 2) -> Pa
                 text = " ".join(tokens)
             texts[f"r{k}-a{i}"] = text
             answers.append(
-                {"id": f"r{k}-a{i}", "instruction_id": f"r{k}-i{i}", "query": query, "text": text,
-                 "words": len(text.split()), "verdict": "kept", "model": "base"}
+                {
+                    "id": f"r{k}-a{i}",
+                    "instruction_id": f"r{k}-i{i}",
+                    "query": query,
+                    "text": text,
+                    "words": len(text.split()),
+                    "verdict": "kept",
+                    "model": "base",
+                }
             )
             ext_words = 2500 if (k, i) == (2, 0) else int(words * 1.5)
             ext_text = text_of(ext_words, seed=5000 * k + i, language=language)
             texts[f"r{k}-e{i}"] = ext_text
             extensions.append(
-                {"id": f"r{k}-a{i}-e0", "answer_id": f"r{k}-a{i}", "instruction_id": f"r{k}-i{i}", "query": query,
-                 "text": ext_text, "words": ext_words, "verdict": "kept", "model": "base"}
+                {
+                    "id": f"r{k}-a{i}-e0",
+                    "answer_id": f"r{k}-a{i}",
+                    "instruction_id": f"r{k}-i{i}",
+                    "query": query,
+                    "text": ext_text,
+                    "words": ext_words,
+                    "verdict": "kept",
+                    "model": "base",
+                }
             )
             completion = [{"role": "assistant", "content": ext_text}]
-            gen_sft.append({"id": f"r{k}-a{i}-e0", "prompt": [{"role": "user", "content": query}], "completion": completion})
-            ext_sft.append({"id": f"r{k}-a{i}-e0", "prompt": [{"role": "user", "content": f"Extend: {text[:50]}"}],
-                            "completion": completion})
+            gen_sft.append(
+                {
+                    "id": f"r{k}-a{i}-e0",
+                    "prompt": [{"role": "user", "content": query}],
+                    "completion": completion,
+                }
+            )
+            ext_sft.append(
+                {
+                    "id": f"r{k}-a{i}-e0",
+                    "prompt": [{"role": "user", "content": f"Extend: {text[:50]}"}],
+                    "completion": completion,
+                }
+            )
         # Records the loop dropped: never collected.
-        answers.append({"id": f"r{k}-a9", "instruction_id": "x", "query": "Write.", "text": text_of(400, 99 + k),
-                        "words": 400, "verdict": "truncated", "model": "base"})
-        answers.append({"id": f"r{k}-a8", "instruction_id": "x", "query": "Write a story about a lighthouse keeper.",
-                        "text": text_of(420, 77 + k), "words": 420, "verdict": "length_biased_sampling", "model": "base"})
+        answers.append(
+            {
+                "id": f"r{k}-a9",
+                "instruction_id": "x",
+                "query": "Write.",
+                "text": text_of(400, 99 + k),
+                "words": 400,
+                "verdict": "truncated",
+                "model": "base",
+            }
+        )
+        answers.append(
+            {
+                "id": f"r{k}-a8",
+                "instruction_id": "x",
+                "query": "Write a story about a lighthouse keeper.",
+                "text": text_of(420, 77 + k),
+                "words": 420,
+                "verdict": "length_biased_sampling",
+                "model": "base",
+            }
+        )
         rd = run / f"round-{k}"
-        write_jsonl(rd / "instructions.jsonl", [{"id": f"r{k}-i{i}", "text": f"Write about topic {k}{i} in depth.",
-                                                 "verdict": "kept"} for i in range(6)])
+        write_jsonl(
+            rd / "instructions.jsonl",
+            [
+                {"id": f"r{k}-i{i}", "text": f"Write about topic {k}{i} in depth.", "verdict": "kept"}
+                for i in range(6)
+            ],
+        )
         write_jsonl(rd / "answers.jsonl", answers)
         write_jsonl(rd / "extensions.jsonl", extensions)
         write_jsonl(rd / "sft" / "generator.jsonl", gen_sft)
@@ -104,7 +153,9 @@ def make_run(root: Path, config: Config | None = None, *, rounds: int = 2) -> Pa
 
 def small_config(**final: object) -> Config:
     """A config whose final word range fits the fixture's few-hundred-word texts."""
-    return Config(engine={"kind": "fake", "batch_size": 4}, final={"min_words": 200, "max_words": 2000, **final})
+    return Config(
+        engine={"kind": "fake", "batch_size": 4}, final={"min_words": 200, "max_words": 2000, **final}
+    )
 
 
 class RewriteEngine:

@@ -25,8 +25,16 @@ def test_collect_counts_what_each_filter_removed(tmp_path):
     run = make_run(tmp_path)
     out = tmp_path / "collected.jsonl"
     stats = collect(run, out, CFG, stats_path=tmp_path / "stats.json")
-    assert stats["candidates"] == 24  # 6 answers + 6 extensions in each of 2 rounds; dropped ones never collected
-    assert stats["removed"] == {"empty": 0, "too_short": 1, "too_long": 1, "duplicate": 1, "near_duplicate": 1}
+    assert (
+        stats["candidates"] == 24
+    )  # 6 answers + 6 extensions in each of 2 rounds; dropped ones never collected
+    assert stats["removed"] == {
+        "empty": 0,
+        "too_short": 1,
+        "too_long": 1,
+        "duplicate": 1,
+        "near_duplicate": 1,
+    }
     assert stats["kept"] == 20
     assert json.loads((tmp_path / "stats.json").read_text()) == stats
     rows = {r["id"]: r for r in read_jsonl(out)}
@@ -40,7 +48,17 @@ def test_collect_counts_what_each_filter_removed(tmp_path):
     kept = [r for r in rows.values() if r["verdict"] == "kept"]
     assert all(200 <= r["words"] <= 2000 for r in kept)
     assert {r["language"] for r in kept} == {"en", "zh"}
-    assert set(rows["r1-a0"]) >= {"id", "source", "kind", "query", "response", "words", "language", "model", "verdict"}
+    assert set(rows["r1-a0"]) >= {
+        "id",
+        "source",
+        "kind",
+        "query",
+        "response",
+        "words",
+        "language",
+        "model",
+        "verdict",
+    }
 
 
 def test_word_range_is_configurable(tmp_path):
@@ -51,7 +69,9 @@ def test_word_range_is_configurable(tmp_path):
 
 def test_sampled_out_texts_only_on_request(tmp_path):
     run = make_run(tmp_path)
-    stats = collect(run, tmp_path / "c.jsonl", FinalConfig(min_words=200, max_words=2000, include_sampled_out=True))
+    stats = collect(
+        run, tmp_path / "c.jsonl", FinalConfig(min_words=200, max_words=2000, include_sampled_out=True)
+    )
     assert stats["candidates"] == 26
 
 
@@ -110,9 +130,11 @@ def test_extra_answers_use_the_last_generator_and_fresh_queries(tmp_path):
     assert len(generated) == 3 and all(r.adapter == "generator" for r in generated)
     assert all(r.adapter is None for r in engine.history if not r.tag.endswith("-a0"))  # Step 0: base model
     instructions = read_jsonl(run / "final" / "extra" / "instructions.jsonl")
-    assert [r["id"] for r in instructions] == ["r3-ins-00000", "r3-ins-00001", "r3-ins-00002"]
+    assert sorted(r["id"] for r in instructions) == ["r3-ins-00000", "r3-ins-00001", "r3-ins-00002"]
     # Collected after the rounds, labelled as extra.
-    stats = collect(run, tmp_path / "c.jsonl", FinalConfig(min_words=200, max_words=2000), extra_answers=answers)
+    stats = collect(
+        run, tmp_path / "c.jsonl", FinalConfig(min_words=200, max_words=2000), extra_answers=answers
+    )
     assert stats["by_source"]["final/extra/answers"]["kept"] == 3
     # Resume: nothing is generated again.
     calls = len(engine.history)

@@ -1,6 +1,7 @@
 """The final stage end to end on a fixture run: collect -> length control -> SFT set -> training call."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -8,7 +9,8 @@ from selflengthen import final as final_mod
 from selflengthen.config import Config, FinalConfig
 from selflengthen.errors import ConfigError, InputError
 from selflengthen.evaluate.scoring import score_longen
-from selflengthen.final import load_run_config, prepare_final_data, run_final, train_final
+from selflengthen.final import prepare_final_data, run_final, train_final
+from selflengthen.final_cli import load_run_config
 
 from .runfixture import RewriteEngine, good_rewrite, make_run, prompt_parts, read_jsonl, small_config
 
@@ -34,8 +36,16 @@ def test_prepare_final_data(tmp_path):
     assert len(records) == len(sft) == 20 == len(engine.history)
     assert not engine.closed  # a passed-in engine belongs to the caller
     for rec in records:
-        assert set(rec) >= {"type", "constraint", "original_query", "query", "response", "words", "rewrite",
-                            "rewrite_reason"}
+        assert set(rec) >= {
+            "type",
+            "constraint",
+            "original_query",
+            "query",
+            "response",
+            "words",
+            "rewrite",
+            "rewrite_reason",
+        }
         assert rec["constraint"] in rec["query"] or rec["rewrite"] == "llm"
     by = {r["rewrite"] for r in records}
     assert by == {"llm", "template"}
@@ -68,7 +78,7 @@ def test_an_interrupted_length_stage_resumes_where_it_stopped(tmp_path):
 
     def flaky(request):
         calls.append(request.tag)
-        if len(calls) > 7:
+        if len(calls) > 12:  # after the first 8 in flight have finished
             raise RuntimeError("engine died")
         return good_rewrite(request)
 
@@ -156,7 +166,11 @@ def test_train_final_calls_the_trainer_with_the_final_set(tmp_path, monkeypatch)
     monkeypatch.setattr(selflengthen.model, "pick_device", lambda device: "cpu")
     stats = train_final(config, run)
     assert seen["data"] == run / "final" / "sft.jsonl" and seen["out_dir"] == run / "final" / "model"
-    assert seen["base"] == "/models/base" and seen["train_config"].max_steps == 3 and seen.get("init_adapter") is None
+    assert (
+        seen["base"] == "/models/base"
+        and seen["train_config"].max_steps == 3
+        and seen.get("init_adapter") is None
+    )
     assert stats["method"] == "lora"
     assert json.loads((run / "final" / "model" / "training_stats.json").read_text())["steps"] == 3
     seen.clear()
@@ -174,3 +188,53 @@ def test_run_final_skips_training_without_data(tmp_path):
     run = make_run(tmp_path, config)
     stats = run_final(config, run)
     assert stats["training"]["examples"] == 0 and "skipped" in stats["training"]
+
+
+def test_train_final_uses_the_rounds_launchers(tmp_path, monkeypatch):
+    config = small_config(rewrite=False, train={"launcher": "subprocess", "max_steps": 2})
+    run = make_run(tmp_path, config)
+    prepare_final_data(config, run)
+    import selflengthen.model
+    import selflengthen.train.launch as launch
+
+    monkeypatch.setattr(selflengthen.model, "resolve_base", lambda base: "/models/base")
+    monkeypatch.setattr(selflengthen.model, "pick_device", lambda device: "cpu")
+    seen = {}
+
+    def fake_launch(tc, module_args, out_dir, log_path, device, *, what):
+        seen.update(tc=tc, args=module_args, out=out_dir, log=log_path)
+        out_dir.mkdir(parents=True)
+        (out_dir / "adapter_config.json").write_text("{}")
+        (out_dir / "adapter_model.safetensors").write_bytes(b"x")
+        return {"examples": 20}
+
+    monkeypatch.setattr(launch, "launch_training", fake_launch)
+    assert train_final(config, run)["method"] == "lora"
+    args = seen["args"]
+    assert args[args.index("--data") + 1] == str(run / "final" / "sft.jsonl")
+    assert args[args.index("--out") + 1] == str(run / "final" / "model")
+    written = json.loads(Path(args[args.index("--config-json") + 1]).read_text())
+    assert written["max_steps"] == 2 and written["launcher"] == "subprocess"
+    full = small_config(rewrite=False, method="full", train={"launcher": "accelerate"})
+    with pytest.raises(ConfigError, match="in_process"):
+        train_final(full, run, force=True)
+
+
+def test_extra_answers_join_the_collection_and_no_model_loads_on_resume(tmp_path, monkeypatch):
+    from selflengthen.engines.fake import FakeEngine
+
+    from .test_collect import scripted
+
+    config = small_config(rewrite=False, extra_answers=2)
+    run = make_run(tmp_path, config)
+    stats = prepare_final_data(config, run, engine=FakeEngine(scripted))
+    assert stats["collect"]["by_source"]["final/extra/answers"] == {"candidates": 2, "kept": 2}
+    assert len(read_jsonl(run / "final" / "sft.jsonl")) == 22
+
+    import selflengthen.engines
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("a finished stage must not load a model")
+
+    monkeypatch.setattr(selflengthen.engines, "create_engine", no_engine)
+    assert prepare_final_data(config, run)["length"]["kept"] == 22

@@ -44,8 +44,18 @@ def score_of(drawn, words):
 
 @pytest.mark.parametrize(
     "n, text",
-    [(10, "十"), (15, "十五"), (105, "一百零五"), (1010, "一千零一十"), (2000, "两千"), (2500, "两千五百"),
-     (3050, "三千零五十"), (10500, "一万零五百"), (12000, "一万两千"), (20000, "两万")],
+    [
+        (10, "十"),
+        (15, "十五"),
+        (105, "一百零五"),
+        (1010, "一千零一十"),
+        (2000, "两千"),
+        (2500, "两千五百"),
+        (3050, "三千零五十"),
+        (10500, "一万零五百"),
+        (12000, "一万两千"),
+        (20000, "两万"),
+    ],
 )
 def test_chinese_numerals(n, text):
     assert to_chinese_numeral(n) == text
@@ -71,7 +81,7 @@ def test_every_response_satisfies_its_own_constraint(words, language, seed):
 def test_many_records_score_1_under_longen_scoring():
     rng = random.Random(7)
     rows = []
-    for i in range(3000):
+    for _ in range(800):
         words = rng.randint(150, 9000)
         language = rng.choice(["en", "zh"])
         drawn = draw_constraint(words, language, rng, CFG)
@@ -136,6 +146,7 @@ def test_english_never_uses_chinese_numerals():
 # ------------------------------------------------------------------ the rewrite check
 
 QUERY = "Write a detailed essay on the history of tea in China and its cultural impact."
+TAIL = "on the history of tea in China and its cultural impact."
 
 
 def about(n=3000, text=None):
@@ -143,23 +154,38 @@ def about(n=3000, text=None):
 
 
 def test_a_faithful_rewrite_passes():
-    rewrite = "Write a detailed essay of around 3000 words on the history of tea in China and its cultural impact."
+    rewrite = (
+        "Write a detailed essay of around 3000 words on the history of tea in China and its cultural impact."
+    )
     assert check_rewrite(QUERY, rewrite, about(), CFG) is None
 
 
 @pytest.mark.parametrize(
     "rewrite, reason",
     [
-        ("Write a detailed essay of around 3500 words on the history of tea in China and its cultural impact.",
-         NUMBER_CHANGED),
-        ("Write a detailed essay of around 3000 words (at most 3500) on the history of tea in China.", NUMBER_CHANGED),
-        ("Write a detailed essay on the history of tea in China and its cultural impact.", CONSTRAINT_DROPPED),
+        (
+            f"Write a detailed essay of around 3500 words {TAIL}",
+            NUMBER_CHANGED,
+        ),
+        (
+            "Write a detailed essay of around 3000 words (at most 3500) on the history of tea in China.",
+            NUMBER_CHANGED,
+        ),
+        (
+            "Write a detailed essay on the history of tea in China and its cultural impact.",
+            CONSTRAINT_DROPPED,
+        ),
         ("Write a short poem about cats and dogs, around 3000 words.", TASK_CHANGED),
-        ("Write a detailed essay of more than 3000 words on the history of tea in China and its cultural impact.",
-         TYPE_CHANGED),
-        ("Write a detailed essay of around 3000 words on the history of tea in China and its cultural impact. "
-         + "Also discuss coffee, cocoa, wine, beer, juice, soda, water, milk and every other drink ever made "
-         + "by people anywhere in the world across all centuries in great depth with many tables.", TOO_LONG),
+        (
+            f"Write a detailed essay of more than 3000 words {TAIL}",
+            TYPE_CHANGED,
+        ),
+        (
+            f"Write a detailed essay of around 3000 words {TAIL} "
+            + "Also discuss coffee, cocoa, wine, beer, juice, soda, water, milk and every other drink "
+            + "by people anywhere in the world across all centuries in great depth with many tables.",
+            TOO_LONG,
+        ),
     ],
 )
 def test_bad_rewrites_are_rejected(rewrite, reason):
@@ -176,8 +202,12 @@ def test_a_kept_old_length_conflicts():
 
 def test_a_lost_number_of_the_task_changes_it():
     query = "Write 5 tips for learning the history of tea in China."
-    assert check_rewrite(query, "Write tips for learning the history of tea in China in around 3000 words.",
-                         about(), CFG) == TASK_CHANGED
+    assert (
+        check_rewrite(
+            query, "Write tips for learning the history of tea in China in around 3000 words.", about(), CFG
+        )
+        == TASK_CHANGED
+    )
 
 
 def test_range_and_chinese_rewrites():
@@ -185,12 +215,28 @@ def test_range_and_chinese_rewrites():
     assert check_rewrite(QUERY, QUERY[:-1] + ", between 2000 and 3000 words long.", rng_drawn, CFG) is None
     zh_query = "请写一篇关于中国茶文化历史的文章，十分详细地介绍它的起源。"
     zh = lc.Drawn("about", (3000,), 1000, "chinese", "大约三千字", (2400, 3600))
-    assert check_rewrite(zh_query, "请写一篇大约三千字的关于中国茶文化历史的文章，十分详细地介绍它的起源。", zh, CFG) is None
-    assert check_rewrite(zh_query, "请写一篇约3000字的关于中国茶文化历史的文章，十分详细地介绍它的起源。", zh, CFG) is None
-    assert check_rewrite(zh_query, "请写一篇大约四千字的关于中国茶文化历史的文章，十分详细地介绍它的起源。", zh, CFG) in (
-        NUMBER_CHANGED, CONSTRAINT_DROPPED)
+    assert (
+        check_rewrite(
+            zh_query, "请写一篇大约三千字的关于中国茶文化历史的文章，十分详细地介绍它的起源。", zh, CFG
+        )
+        is None
+    )
+    assert (
+        check_rewrite(
+            zh_query, "请写一篇约3000字的关于中国茶文化历史的文章，十分详细地介绍它的起源。", zh, CFG
+        )
+        is None
+    )
+    assert check_rewrite(
+        zh_query, "请写一篇大约四千字的关于中国茶文化历史的文章，十分详细地介绍它的起源。", zh, CFG
+    ) in (NUMBER_CHANGED, CONSTRAINT_DROPPED)
     below = lc.Drawn("below", (3000,), 1000, "arabic", "不超过3000字", (1500, 3000))
-    assert check_rewrite(zh_query, "请写一篇3000字以上的关于中国茶文化历史的文章，十分详细地介绍它的起源。", below, CFG) == TYPE_CHANGED
+    assert (
+        check_rewrite(
+            zh_query, "请写一篇3000字以上的关于中国茶文化历史的文章，十分详细地介绍它的起源。", below, CFG
+        )
+        == TYPE_CHANGED
+    )
 
 
 def test_clean_rewrite_strips_labels_and_quotes():
@@ -203,7 +249,12 @@ def test_clean_rewrite_strips_labels_and_quotes():
 
 
 def record(words=2400, language="en", query=QUERY, rid="r1"):
-    return {"id": rid, "query": query, "response": text_of(words, 1, language), "source": "round-1/extensions"}
+    return {
+        "id": rid,
+        "query": query,
+        "response": text_of(words, 1, language),
+        "source": "round-1/extensions",
+    }
 
 
 def run(engine, rec, cfg=CFG):
@@ -217,7 +268,11 @@ def test_an_accepted_llm_rewrite():
     assert out["constraint"] in out["query"] and out["original_query"] == QUERY
     assert out["score"] == 1.0 and out["verdict"] == "kept" and out["words"] == 2400
     request = engine.history[0]
-    assert request.adapter is None and request.params.max_tokens == 64 and out["constraint"] in request.messages[0]["content"]
+    assert (
+        request.adapter is None
+        and request.params.max_tokens == 64
+        and out["constraint"] in request.messages[0]["content"]
+    )
 
 
 def test_a_rejected_rewrite_falls_back_to_a_template():
@@ -226,8 +281,22 @@ def test_a_rejected_rewrite_falls_back_to_a_template():
     assert out["rewrite"] == "template" and out["rewrite_reason"] in (NUMBER_CHANGED, CONSTRAINT_DROPPED)
     assert len(engine.history) == 2 and len(out["attempts"]) == 2
     assert out["query"].startswith(QUERY) and out["constraint"] in out["query"]
-    assert check_rewrite(QUERY, out["query"], lc.Drawn(out["type"], tuple(out["numbers"]), out["unit"], out["numeral"],
-                                                       out["constraint"], tuple(out["window"])), CFG) is None
+    assert (
+        check_rewrite(
+            QUERY,
+            out["query"],
+            lc.Drawn(
+                out["type"],
+                tuple(out["numbers"]),
+                out["unit"],
+                out["numeral"],
+                out["constraint"],
+                tuple(out["window"]),
+            ),
+            CFG,
+        )
+        is None
+    )
 
 
 def test_a_truncated_rewrite_is_rejected():
