@@ -37,6 +37,20 @@ def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks ins
     _state["debug"] = debug
 
 
+def _quiet_libraries() -> None:
+    """Our own progress bars and tables say what is happening; the libraries' per-load bars and
+    advisory warnings would bury them. Called by commands that load models."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 @app.command()
 def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (see configs/)"),
@@ -49,6 +63,7 @@ def run(
     from selflengthen.loop import run_selflengthen
 
     cfg = load_config(config, set_)
+    _quiet_libraries()
     console.print(f"[bold]selflengthen[/] run '{cfg.name}': {cfg.macro_iterations} macro-iterations -> {run_dir}")
     with RichProgress() as progress:
         summaries = run_selflengthen(cfg, run_dir, progress=progress)

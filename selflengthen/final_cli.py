@@ -130,6 +130,9 @@ def train_command(
     role: Role | None = typer.Option(None, "--role", help="only this role (with --round)"),
     set_: list[str] = typer.Option([], "--set", help="override a config field, e.g. --set final.method=full"),
     force: bool = typer.Option(False, "--force", help="train again even if the output is complete"),
+    print_command: bool = typer.Option(
+        False, "--print-command", help="with --round: print the per-node `accelerate launch` line (for SLURM), train nothing"
+    ),
 ) -> None:
     """Train the final long-output model (--final) or one round's adapters (--round K)."""
     from selflengthen.errors import InputError
@@ -139,6 +142,12 @@ def train_command(
     if final == (round_ is not None):
         raise InputError("say what to train: --final, or --round K (optionally with --role)")
     config = load_run_config(run_dir, set_)
+    if print_command:
+        if round_ is None:
+            raise InputError("--print-command goes with --round K")
+        for line in _multinode_lines(config, run_dir, round_, role.value if role else None):
+            typer.echo(line)
+        return
     with RunLock(run_dir):
         if final:
             stats = train_final(config, run_dir, force=force)
@@ -147,6 +156,21 @@ def train_command(
         assert round_ is not None
         for name, stats in _train_round(config, run_dir, round_, role.value if role else None, force):
             typer.echo(f"round {round_} {name}: {_brief(stats)}")
+
+
+def _multinode_lines(config, run_dir: Path, k: int, role: str | None) -> list[str]:
+    """The shell line each node runs (machine rank from $SLURM_NODEID), one per role."""
+    from selflengthen.model import resolve_base
+    from selflengthen.store import adapter_complete, round_dir
+    from selflengthen.train.launch import format_multinode_command, role_module_args
+
+    rd, base = round_dir(run_dir, k), resolve_base(config.model.base)
+    lines = []
+    for name in [role] if role else ["generator", "extender"]:
+        previous = round_dir(run_dir, k - 1).adapter(name)
+        init = previous if k > 1 and adapter_complete(previous) else None
+        lines.append(format_multinode_command(config, role_module_args(config, base, rd, name, init)))
+    return lines
 
 
 def _brief(stats: dict) -> str:
