@@ -50,7 +50,7 @@ def smoke_run(tmp_path_factory):
     with open(partial, "a") as f:  # what a crash in the middle of a write leaves
         f.write('{"id": "r1-torn", "text": "half a rec')
     done = subprocess.run(_cli("run", "--config", str(SMOKE), "--run-dir", str(run_dir)),
-                          capture_output=True, text=True, timeout=1200)
+                          capture_output=True, text=True, timeout=2400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return run_dir, before_kill, done
 
