@@ -98,7 +98,49 @@ def model(base: str = typer.Argument("embedded", help="'embedded', a model direc
     typer.echo(resolve_base(base))
 
 
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(usage-error classes, exit classes): typer >= 0.2x vendors click as `typer._click`, whose
+    exceptions are not click's; catch both, or a usage error would end in a traceback."""
+    import importlib
+
+    errors: list[type] = []
+    exits: list[type] = [typer.Exit]
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        errors += [c for c in (getattr(module, "ClickException", None),) if c is not None]
+        exits += [c for c in (getattr(module, "Exit", None),) if c is not None]
+    return tuple(errors), tuple(exits)
+
+
+_DISK_FULL = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def _environment_error(exc: BaseException) -> str | None:
+    """One line for a failure of the machine rather than of our code (disk full, a file-size limit,
+    permissions), or None. Finished work is on disk: the same command resumes."""
+    import errno
+
+    resume = "then run the same command again to resume"
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"disk full{where}: {exc.strerror}; free some space (or use another --run-dir), {resume}"
+        if exc.errno == errno.EFBIG:
+            return f"file too large{where}: {exc.strerror} (a file-size limit, see `ulimit -f`); {resume}"
+        return f"{exc.strerror or type(exc).__name__}{where}"
+    text = str(exc)
+    for phrase in _DISK_FULL:  # libraries that wrap the OS error (safetensors, torch.save)
+        if phrase in text:
+            kind = "file too large" if phrase == "File too large" else "disk full"
+            return f"{kind}: {phrase} ({type(exc).__name__}); {resume}"
+    return None
+
+
 def main() -> None:
+    usage_errors, exits = _click_exception_types()
     try:
         app(standalone_mode=False)
     except SelfLengthenError as exc:
@@ -111,15 +153,17 @@ def main() -> None:
         sys.exit(130)
     except (typer.Abort,):
         sys.exit(1)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # click usage errors, the machine's errors (disk full), and our bugs
+        if isinstance(exc, usage_errors):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
+        if isinstance(exc, exits):
             sys.exit(exc.exit_code)
-        raise
+        line = None if _state["debug"] else _environment_error(exc)
+        if line is None:
+            raise
+        typer.echo(f"Error: {line}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

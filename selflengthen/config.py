@@ -459,6 +459,19 @@ def set_dotted(data: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def apply_overrides(data: dict, overrides: list[str]) -> None:
+    """Apply `key.sub=value` overrides (values parsed as YAML) to nested config data in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.sub=value", field=item)
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        set_dotted(data, key.strip(), value)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read YAML (if given), apply `key.sub=value` overrides (values parsed as YAML), validate."""
     data: dict[str, Any] = {}
@@ -484,15 +497,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"the top level must be a mapping of keys, got {type(loaded).__name__}", file=file)
         data = loaded
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like key.sub=value", field=item)
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        set_dotted(data, key.strip(), value)
+    apply_overrides(data, overrides or [])
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -230,9 +229,9 @@ def _finish_length(paths: FinalPaths, order: list[str]) -> dict:
 
 
 def model_complete(path: Path, method: str) -> bool:
-    if method == "lora":
-        return adapter_complete(path)
-    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+    from selflengthen.train.sft import full_model_complete
+
+    return adapter_complete(path) if method == "lora" else full_model_complete(path)
 
 
 def train_final(config: Config, run_dir: Path, *, force: bool = False) -> dict:
@@ -256,13 +255,11 @@ def train_final(config: Config, run_dir: Path, *, force: bool = False) -> dict:
                 "(or final.method=lora to use the subprocess/accelerate launchers)",
                 field="train.launcher",
             )
-        stats = train_full(
-            base, paths.sft, paths.model, train_config, paths.train_work, device, config.model.dtype
-        )
-    elif train_config.launcher == "in_process":
+    if train_config.launcher == "in_process":
         from selflengthen.train.sft import train_adapter
 
         stats = train_adapter(
+            full=method == "full",
             base=base,
             data=paths.sft,
             out_dir=paths.model,
@@ -293,91 +290,6 @@ def train_final(config: Config, run_dir: Path, *, force: bool = False) -> dict:
     if model_complete(paths.model, method):  # not on the other nodes of a multi-node training
         atomic_write_json(paths.model / "training_stats.json", stats)
     return stats
-
-
-def train_full(
-    base: str, data: Path, out_dir: Path, train_config: Any, work_dir: Path, device: str, dtype: str
-) -> dict:
-    """Full fine-tuning with TRL: every weight trains; the model and tokenizer are saved to `out_dir`.
-
-    Mirrors `train.sft.train_adapter` without the adapter: examples longer than max_length are
-    dropped and counted, never truncated; checkpoints in `work_dir` let a killed run resume.
-    """
-    import time
-
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
-
-    from selflengthen.model import pick_dtype
-    from selflengthen.train.sft import _config_of, _token_length, last_checkpoint
-
-    started = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    max_length = train_config.max_length or int(
-        getattr(_config_of(base), "max_position_embeddings", 0) or 8192
-    )
-    rows, dropped = [], 0
-    for row in read_jsonl(data):
-        if _token_length(tokenizer, row) > max_length:
-            dropped += 1
-            continue
-        rows.append({"prompt": row["prompt"], "completion": row["completion"]})
-    if not rows:
-        raise TrainingError(
-            f"no training examples left in {data} ({dropped} longer than {max_length} tokens)"
-        )
-    torch_dtype = pick_dtype(dtype, device)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
-    args = SFTConfig(
-        output_dir=str(work_dir),
-        num_train_epochs=train_config.epochs,
-        max_steps=train_config.max_steps,
-        learning_rate=train_config.learning_rate,
-        lr_scheduler_type=train_config.lr_scheduler,
-        warmup_steps=train_config.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
-        per_device_train_batch_size=train_config.batch_size,
-        gradient_accumulation_steps=train_config.gradient_accumulation,
-        logging_steps=train_config.logging_steps,
-        save_strategy="steps",
-        save_steps=max(1, train_config.save_steps),
-        save_total_limit=1,
-        max_length=max_length,
-        seed=train_config.seed,
-        report_to="none",
-        use_cpu=not device.startswith("cuda"),
-        bf16=torch_dtype == torch.bfloat16,
-        gradient_checkpointing=train_config.gradient_checkpointing,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
-    trainer = SFTTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
-    )
-    trainer.train(resume_from_checkpoint=last_checkpoint(Path(work_dir)))
-    history = [[h["step"], round(h["loss"], 4)] for h in trainer.state.log_history if "loss" in h]
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    if not model_complete(tmp, "full"):
-        raise TrainingError(f"training finished but no model was written to {tmp}")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    return {
-        "examples": len(rows),
-        "dropped_too_long": dropped,
-        "max_length": max_length,
-        "final_loss": history[-1][1] if history else None,
-        "loss_history": history,
-        "steps": trainer.state.global_step,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
 
 
 def run_final(

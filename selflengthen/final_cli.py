@@ -44,11 +44,10 @@ def load_run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) 
     """The config a run was started with (its manifest.json), with `key.sub=value` overrides."""
     import json
 
-    import yaml
     from pydantic import ValidationError
 
-    from selflengthen.config import Config, explain_validation_error, set_dotted
-    from selflengthen.errors import ConfigError, InputError
+    from selflengthen.config import Config, apply_overrides, explain_validation_error
+    from selflengthen.errors import InputError
 
     manifest = Path(run_dir) / "manifest.json"
     if not manifest.is_file():
@@ -59,15 +58,7 @@ def load_run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) 
         data = json.loads(manifest.read_text(encoding="utf-8")).get("config", {})
     except json.JSONDecodeError as exc:
         raise InputError(f"{manifest}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like key.sub=value", field=item)
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        set_dotted(data, key.strip(), value)
+    apply_overrides(data, overrides)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -104,16 +104,18 @@ def run_selflengthen(config: Config, run_dir: Path, *, progress: Progress | None
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
-        write_manifest(run_dir, config)
+        # Check the inputs before the manifest records the config: a typo in the seeds file or the
+        # model path must not pin the run directory to the bad config ("started with a different config").
+        from selflengthen.model import resolve_base
+
         seeds = load_seeds(config.seeds_file)
+        base = resolve_base(config.model.base)
+        write_manifest(run_dir, config)
         own_engine = engine is None
         if engine is None:
             from selflengthen.engines import create_engine
 
             engine = create_engine(config.engine, config.model, run_dir=run_dir)
-        from selflengthen.model import resolve_base
-
-        base = resolve_base(config.model.base)
         summaries: list[dict] = []
         adapters: dict[str, Path] = {}  # role -> latest trained adapter
         previous: list[str] = []

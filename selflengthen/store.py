@@ -21,49 +21,50 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from selflengthen.errors import DataError, RunLockedError
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file + fsync + rename: readers see the old file or the new one, never half."""
+def _atomic_write(path: Path, write) -> None:
+    """Call `write(file)` on a temporary sibling, fsync, rename over `path`: readers see the old
+    file or the new one, never half of one; a failure removes the temporary and keeps the old."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda f: f.write(text))
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
-def atomic_write_jsonl(path: Path, rows: Iterator[dict] | list[dict]) -> int:
+def atomic_write_jsonl(path: Path, rows: Iterable[dict]) -> int:
     """Write all rows to `path` atomically (streamed to the temporary file). Returns the count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    n = 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                n += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return n
+    count = 0
+
+    def write(f) -> None:
+        nonlocal count
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+
+    _atomic_write(path, write)
+    return count
 
 
 def read_jsonl(path: Path, *, repair_tail: bool = False) -> Iterator[dict]:

@@ -44,11 +44,13 @@ def train_adapter(
     device: str = "cpu",
     dtype: str = "auto",
     gradient_checkpointing: bool = False,
+    full: bool = False,
 ) -> dict:
     """Train one adapter; returns stats (examples, dropped_too_long, final_loss, loss_history, ...).
 
     `base` is a resolved model directory or hub id. The adapter is written to a temporary
-    sibling and renamed, so `out_dir` is either absent or complete.
+    sibling and renamed, so `out_dir` is either absent or complete. With `full=True` every
+    weight is trained and `out_dir` gets a whole model (with its tokenizer) instead.
     """
     import torch
     from datasets import Dataset
@@ -103,7 +105,9 @@ def train_adapter(
     )
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
     peft_config = None
-    if init_adapter is not None:
+    if full:
+        pass  # full fine-tuning: no adapter
+    elif init_adapter is not None:
         model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
     else:
         lora = train_config.lora
@@ -133,8 +137,10 @@ def train_adapter(
         tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         trainer.model.save_pretrained(str(tmp), state_dict=state_dict)
-        if not adapter_complete(tmp):
-            raise TrainingError(f"training finished but no adapter was written to {tmp}")
+        if full:
+            tokenizer.save_pretrained(str(tmp))
+        if not (full_model_complete(tmp) if full else adapter_complete(tmp)):
+            raise TrainingError(f"training finished but nothing complete was written to {tmp}")
         shutil.rmtree(out_dir, ignore_errors=True)
         os.replace(tmp, out_dir)
         shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints are only for resuming this training
@@ -151,6 +157,10 @@ def train_adapter(
         atomic_write_json(out_dir / "training_stats.json", stats)
     accelerator.wait_for_everyone()
     return stats
+
+
+def full_model_complete(path: Path) -> bool:
+    return (Path(path) / "config.json").is_file() and any(Path(path).glob("*.safetensors"))
 
 
 def _config_of(base: str) -> Any:

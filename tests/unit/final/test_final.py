@@ -153,7 +153,7 @@ def test_train_final_calls_the_trainer_with_the_final_set(tmp_path, monkeypatch)
     def fake_train_adapter(**kwargs):
         seen.update(kwargs)
         out = kwargs["out_dir"]
-        out.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=True)
         (out / "adapter_config.json").write_text("{}")
         (out / "adapter_model.safetensors").write_bytes(b"x")
         return {"examples": 20, "steps": 3}
@@ -170,6 +170,7 @@ def test_train_final_calls_the_trainer_with_the_final_set(tmp_path, monkeypatch)
         seen["base"] == "/models/base"
         and seen["train_config"].max_steps == 3
         and seen.get("init_adapter") is None
+        and seen["full"] is False
     )
     assert stats["method"] == "lora"
     assert json.loads((run / "final" / "model" / "training_stats.json").read_text())["steps"] == 3
@@ -178,9 +179,9 @@ def test_train_final_calls_the_trainer_with_the_final_set(tmp_path, monkeypatch)
     assert seen == {}
 
     full = small_config(rewrite=False, method="full")
-    calls = []
-    monkeypatch.setattr(final_mod, "train_full", lambda *a: calls.append(a) or {"examples": 20})
-    assert train_final(full, run, force=True)["method"] == "full" and calls
+    seen.clear()
+    assert train_final(full, run, force=True)["method"] == "full"
+    assert seen["full"] is True and seen["out_dir"] == run / "final" / "model"
 
 
 def test_run_final_skips_training_without_data(tmp_path):
