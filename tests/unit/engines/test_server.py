@@ -304,6 +304,8 @@ def test_the_server_stops_on_ctrl_c_and_sigterm(tmp_path, how):
         textwrap.dedent(
             f"""
             import os, signal, sys, time
+            # A background job (CI) starts with SIGINT ignored; a terminal's Ctrl-C raises.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             sys.path.insert(0, {str(Path(__file__).parents[3])!r})
             from selflengthen.config import ServerConfig
             from selflengthen.engines.server import ManagedServer
