@@ -124,18 +124,20 @@ def _environment_error(exc: BaseException) -> str | None:
     import errno
 
     resume = "then run the same command again to resume"
+    free = f"free some space (or use another --run-dir), {resume}"
+    limit = f"raise the file-size limit (`ulimit -f`), {resume}"
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return f"disk full{where}: {exc.strerror}; free some space (or use another --run-dir), {resume}"
+            return f"disk full{where}: {exc.strerror}; {free}"
         if exc.errno == errno.EFBIG:
-            return f"file too large{where}: {exc.strerror} (a file-size limit, see `ulimit -f`); {resume}"
+            return f"file too large{where}: {exc.strerror}; {limit}"
         return f"{exc.strerror or type(exc).__name__}{where}"
     text = str(exc)
     for phrase in _DISK_FULL:  # libraries that wrap the OS error (safetensors, torch.save)
         if phrase in text:
-            kind = "file too large" if phrase == "File too large" else "disk full"
-            return f"{kind}: {phrase} ({type(exc).__name__}); {resume}"
+            kind, advice = ("file too large", limit) if phrase == "File too large" else ("disk full", free)
+            return f"{kind}: {phrase} ({type(exc).__name__}); {advice}"
     return None
 
 

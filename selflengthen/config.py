@@ -8,6 +8,7 @@ default (Quan et al., 2024, and its reference code). GPU-scale defaults; the CPU
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -187,7 +188,7 @@ class InstructConfig(_Strict):
     )
     max_tokens: int = Field(256, ge=8, description="max new tokens for one instruction")
     answer_seeds: int = Field(
-        0, ge=0, description="round 1 also answers this many seed instructions (0 = only new ones, as in the paper)"
+        0, ge=0, description="each round also answers this many unused seed instructions (0 = only new ones, as in the paper)"
     )
     judge_max_tokens: int = Field(8, ge=1, description="max new tokens for the yes/no judge")
 
@@ -417,22 +418,31 @@ def yaml_line_of(text: str, loc: tuple) -> int | None:
                 line, node = key.start_mark.line + 1, value
                 break
         else:
-            break
+            return None  # not in the file (an override put it there): naming its section's line would mislead
     return line
 
 
 def explain_validation_error(
-    err: ValidationError, model: type[BaseModel], file: str | None, text: str = ""
+    err: ValidationError,
+    model: type[BaseModel],
+    file: str | None,
+    text: str = "",
+    overridden: Sequence[str] = (),
 ) -> ConfigError:
-    """Turn pydantic's report into one clear line per problem, with a did-you-mean for unknown keys."""
+    """Turn pydantic's report into one clear line per problem, with a did-you-mean for unknown keys.
+    A problem in a value set by an override (`overridden`: its dotted keys) is named as `--set KEY`,
+    not by a line of the file."""
     lines = []
     first_field = None
+    in_file = False
     for e in err.errors():
         loc = tuple(e.get("loc", ()))
         dotted = ".".join(str(p) for p in loc) or "(top level)"
         first_field = first_field or dotted
-        line_no = yaml_line_of(text, loc) if text else None
-        at = f"line {line_no}: " if line_no else ""
+        override = next((k for k in overridden if dotted == k or dotted.startswith(k + ".")), None)
+        line_no = yaml_line_of(text, loc) if text and override is None else None
+        at = f"--set {override}: " if override else f"line {line_no}: " if line_no else ""
+        in_file = in_file or override is None
         if e.get("type") == "extra_forbidden":
             owner = _submodel(model, loc)
             close = difflib.get_close_matches(str(loc[-1]), _field_names(owner), n=1)
@@ -443,7 +453,7 @@ def explain_validation_error(
             shown = repr(value) if not isinstance(value, dict) else "{...}"
             lines.append(f"{at}field '{dotted}' = {shown[:80]}: {e.get('msg')}")
     message = "; ".join(lines)
-    error = ConfigError(message, file=file)
+    error = ConfigError(message, file=file if in_file else None)
     error.field = first_field
     return error
 
@@ -501,7 +511,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise explain_validation_error(exc, Config, file, text) from None
+        keys = [item.split("=", 1)[0].strip() for item in overrides or [] if "=" in item]
+        raise explain_validation_error(exc, Config, file, text, keys) from None
     if path is not None and config.seeds_file and not Path(config.seeds_file).is_absolute():
         # A seeds file named in a config is found beside the config, wherever the user runs from.
         beside = Path(path).parent / config.seeds_file

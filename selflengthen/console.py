@@ -66,7 +66,8 @@ def round_table(summary: dict) -> Table:
         table.add_row(stage, _fmt(s.get("made")), _fmt(s.get("kept")), top or "-", _fmt(s.get("mean_words")),
                       _fmt(s.get("median_words")), _fmt(minutes.get(mins)))
     for role, t in summary.get("training", {}).items():
-        note = t.get("skipped") or f"{t.get('examples', 0)} examples, {t.get('steps', '-')} steps"
+        # the full reason is in summary.json; the table stays narrow enough for a terminal
+        note = "skipped: no examples" if t.get("skipped") else f"{t.get('steps', '-')} steps"
         table.add_row(f"train {role}", _fmt(t.get("examples")), "-", f"loss {_fmt(t.get('final_loss'))}; {note}",
                       "-", "-", _fmt(minutes.get(f"train_{role}")))
     return table

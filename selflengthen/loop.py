@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -23,7 +24,14 @@ from selflengthen.stages.extend import finish_extend, run_extend
 from selflengthen.stages.generate import finish_generate, run_generate
 from selflengthen.stages.instruct import run_instruct
 from selflengthen.stages.sft_data import build_sft_data
-from selflengthen.store import RunLock, adapter_complete, atomic_write_json, read_jsonl, round_dir
+from selflengthen.store import (
+    RunLock,
+    adapter_complete,
+    atomic_write_json,
+    read_jsonl,
+    remove_stale_temporaries,
+    round_dir,
+)
 from selflengthen.summary import load_summary, round_summary
 
 ROLES = (GENERATOR, EXTENDER)
@@ -84,6 +92,8 @@ def run_round(ctx: RoundContext, seeds, previous_instructions: list[str], adapte
         out = rd.adapter(role)
         if adapter_complete(out):
             training[role] = json.loads((out / "training_stats.json").read_text()) if (out / "training_stats.json").is_file() else {}
+            # A kill between writing the adapter and deleting its checkpoints leaves them: delete them now.
+            shutil.rmtree(rd.work / f"train-{role}", ignore_errors=True)
             continue
         from selflengthen.train.launch import train_role
 
@@ -110,6 +120,7 @@ def run_selflengthen(config: Config, run_dir: Path, *, progress: Progress | None
 
         seeds = load_seeds(config.seeds_file)
         base = resolve_base(config.model.base)
+        remove_stale_temporaries(run_dir)  # what a killed predecessor was writing
         write_manifest(run_dir, config)
         own_engine = engine is None
         if engine is None:

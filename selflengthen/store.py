@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,25 @@ def _atomic_write(path: Path, write) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_TEMPORARY = re.compile(r"\..+\.tmp\d+")  # `.NAME.tmpPID`: an atomic write (or adapter save) in progress
+
+
+def remove_stale_temporaries(run_dir: Path) -> int:
+    """Delete the temporaries a killed writer left behind (a kill -9 skips the cleanup in
+    `_atomic_write`); they would pile up, each a full copy of a file, over many restarts. Call it
+    only while holding the run lock, before anything is written. Returns how many were removed."""
+    removed = 0
+    for p in sorted(Path(run_dir).rglob(".*.tmp*"), key=lambda p: len(p.parts), reverse=True):
+        if not _TEMPORARY.fullmatch(p.name):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -90,7 +111,7 @@ def read_jsonl(path: Path, *, repair_tail: bool = False) -> Iterator[dict]:
             except UnicodeDecodeError as exc:
                 raise DataError(f"{path}:{line_no}: not UTF-8 (bad byte at column {exc.start + 1})") from None
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                raise DataError(f"{path}:{line_no}: invalid JSON (column {exc.colno}: {exc.msg})") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
             yield obj

@@ -57,7 +57,9 @@ def read_jsonl(path: str | Path, drop_torn_tail: bool = False) -> list[tuple[int
         raise DataError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
     if path.suffix == ".json":
         return _read_json_list(path, text)
-    lines = text.splitlines()
+    # Split on "\n" only: str.splitlines() also breaks on U+2028 and friends, which our own writers
+    # leave unescaped inside JSON strings (ensure_ascii=False), so a model's answer could break a line.
+    lines = [line.rstrip("\r") for line in text.split("\n")]
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     rows = []
     for i, line in enumerate(lines):

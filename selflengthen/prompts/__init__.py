@@ -168,7 +168,7 @@ def _parse_jsonl(text: str, name: str) -> list[Seed]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            raise DataError(f"{where}: not valid JSON (column {exc.colno}: {exc.msg})") from None
         if not isinstance(obj, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
 

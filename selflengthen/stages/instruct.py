@@ -9,6 +9,7 @@ every rejected attempt is recorded with its reason.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -147,10 +148,13 @@ async def run_instruct(ctx: RoundContext, seeds: Sequence[Seed], previous_instru
                 pool.add(row.get("language", "en"), row["id"], row["text"])
     ids = slot_ids(ctx.round, cfg.count)
     items: list[tuple[str, Seed | None]] = [(i, None) for i in ids]
-    if ctx.round == 1 and cfg.answer_seeds:
+    if cfg.answer_seeds:
+        # One shuffle of the seeds for the whole run; round k answers its own slice, so no seed
+        # is answered twice across rounds.
         usable = [s for s in seeds if s.language in ctx.config.seed_languages]
-        chosen = ctx.rng("answer-seeds").sample(usable, min(cfg.answer_seeds, len(usable)))
-        items = [(f"r1-seed-{s.id}", s) for s in chosen] + items
+        random.Random(f"{ctx.config.seed}|answer-seeds").shuffle(usable)
+        chosen = usable[(ctx.round - 1) * cfg.answer_seeds : ctx.round * cfg.answer_seeds]
+        items = [(f"r{ctx.round}-seed-{s.id}", s) for s in chosen] + items
 
     async def work(slot_id: str, seed: Seed | None) -> dict:
         if seed is not None:  # a seed answered as is: no generation, no judge

@@ -27,10 +27,20 @@ def _token_length(tokenizer: Any, row: dict) -> int:
 
 
 def last_checkpoint(work_dir: Path) -> str | None:
+    """The newest complete checkpoint to resume from. The trainer writes trainer_state.json last (and
+    not atomically): a checkpoint without it, or with half of it (a kill mid-write), is skipped."""
     if not work_dir.is_dir():
         return None
-    ckpts = [p for p in work_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    ckpts = [p for p in work_dir.glob("checkpoint-*") if p.name[11:].isdigit() and _state_readable(p)]
     return str(max(ckpts, key=lambda p: int(p.name.split("-")[1]))) if ckpts else None
+
+
+def _state_readable(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def train_adapter(
@@ -133,17 +143,6 @@ def train_adapter(
     accelerator = trainer.accelerator
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(trainer.model_wrapped)
-    if accelerator.is_main_process:
-        tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        trainer.model.save_pretrained(str(tmp), state_dict=state_dict)
-        if full:
-            tokenizer.save_pretrained(str(tmp))
-        if not (full_model_complete(tmp) if full else adapter_complete(tmp)):
-            raise TrainingError(f"training finished but nothing complete was written to {tmp}")
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints are only for resuming this training
     stats.update(
         final_loss=history[-1][1] if history else None,
         loss_history=history,
@@ -154,7 +153,18 @@ def train_adapter(
         continued_from=str(init_adapter) if init_adapter else None,
     )
     if accelerator.is_main_process:
-        atomic_write_json(out_dir / "training_stats.json", stats)
+        tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        trainer.model.save_pretrained(str(tmp), state_dict=state_dict)
+        if full:
+            tokenizer.save_pretrained(str(tmp))
+        if not (full_model_complete(tmp) if full else adapter_complete(tmp)):
+            raise TrainingError(f"training finished but nothing complete was written to {tmp}")
+        # The stats go in before the rename: a kill can never leave an adapter without them.
+        atomic_write_json(tmp / "training_stats.json", stats)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints are only for resuming this training
     accelerator.wait_for_everyone()
     return stats
 

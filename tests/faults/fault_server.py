@@ -7,7 +7,7 @@ so a whole Steps 0-2 round over the OpenAI engine completes. `/v1/models` names 
 
 At configured rates an attempt instead gets one of these faults:
 
-    500       HTTP 500 with a short error body
+    500       HTTP 500 with a short error body that echoes the Authorization header (a leak to mask)
     429       HTTP 429 with `Retry-After: <retry_after>`
     timeout   the handler sleeps `timeout_sleep` seconds (past the client's timeout), then answers
     reset     the connection is reset (SO_LINGER 0) without a reply
@@ -46,49 +46,256 @@ MODEL = "fault-base"
 
 # ---------------------------------------------------------------- canned text
 
-_GENRES = ["report", "essay", "guide", "story", "proposal", "article", "memoir", "handbook", "review", "chronicle",
-           "manual", "case study"]
-_TOPICS = ["river ferries", "mountain weather stations", "village bakeries", "public libraries", "coral reefs",
-           "night trains", "urban beekeeping", "glass recycling", "desert observatories", "harbour cranes",
-           "community radio", "lighthouse keepers", "seed banks", "tram depots", "salt marshes", "clock makers"]
-_AUDIENCES = ["new volunteers", "city planners", "high school teachers", "first-time managers", "museum visitors",
-              "retired engineers", "young farmers", "local journalists", "hospital staff", "travelling students"]
-_ASPECTS = ["daily routines", "hidden costs", "early history", "future risks", "training needs", "seasonal rhythms",
-            "common mistakes", "surprising benefits", "legal questions", "tools and materials"]
-_ENDINGS = ["a practical checklist", "three open questions", "a short timeline", "a list of sources",
-            "a reflective conclusion", "a set of recommendations", "a glossary of terms", "an action plan"]
+_GENRES = [
+    "report",
+    "essay",
+    "guide",
+    "story",
+    "proposal",
+    "article",
+    "memoir",
+    "handbook",
+    "review",
+    "chronicle",
+    "manual",
+    "case study",
+]
+_TOPICS = [
+    "river ferries",
+    "mountain weather stations",
+    "village bakeries",
+    "public libraries",
+    "coral reefs",
+    "night trains",
+    "urban beekeeping",
+    "glass recycling",
+    "desert observatories",
+    "harbour cranes",
+    "community radio",
+    "lighthouse keepers",
+    "seed banks",
+    "tram depots",
+    "salt marshes",
+    "clock makers",
+]
+_AUDIENCES = [
+    "new volunteers",
+    "city planners",
+    "high school teachers",
+    "first-time managers",
+    "museum visitors",
+    "retired engineers",
+    "young farmers",
+    "local journalists",
+    "hospital staff",
+    "travelling students",
+]
+_ASPECTS = [
+    "daily routines",
+    "hidden costs",
+    "early history",
+    "future risks",
+    "training needs",
+    "seasonal rhythms",
+    "common mistakes",
+    "surprising benefits",
+    "legal questions",
+    "tools and materials",
+]
+_ENDINGS = [
+    "a practical checklist",
+    "three open questions",
+    "a short timeline",
+    "a list of sources",
+    "a reflective conclusion",
+    "a set of recommendations",
+    "a glossary of terms",
+    "an action plan",
+]
 
-_PEOPLE = ["harbour master", "apprentice", "engineer", "reader", "night crew", "student", "council", "team",
-           "expert", "teacher", "ferry captain", "baker", "volunteer", "museum guide", "gardener", "surveyor",
-           "librarian", "pilot", "carpenter", "nurse"]
-_ADJ = ["quiet", "old", "careful", "curious", "patient", "young", "tired", "cheerful", "stubborn", "clever", "busy",
-        "gentle", "serious", "restless", "modest", "bold", "thoughtful", "weary", "eager", "calm"]
-_VERBS = ["measures", "explains", "records", "repairs", "questions", "describes", "compares", "collects", "maps",
-          "tests", "rebuilds", "studies", "sketches", "organises", "inspects", "translates", "polishes", "weighs"]
-_THINGS = ["schedule", "signal lamp", "budget", "letters", "water levels", "engine", "records", "coastal map",
-           "deliveries", "safety rules", "toolbox", "weekly figures", "photographs", "timetable", "garden beds",
-           "invoices", "ledger", "compass", "rope ladder", "weather log"]
-_THING_ADJ = ["faded", "new", "broken", "heavy", "spare", "wooden", "printed", "rusty", "shared", "missing",
-              "borrowed", "tidy", "muddy", "copper", "folded", "painted", "winter", "morning", "secret", "second"]
+_PEOPLE = [
+    "harbour master",
+    "apprentice",
+    "engineer",
+    "reader",
+    "night crew",
+    "student",
+    "council",
+    "team",
+    "expert",
+    "teacher",
+    "ferry captain",
+    "baker",
+    "volunteer",
+    "museum guide",
+    "gardener",
+    "surveyor",
+    "librarian",
+    "pilot",
+    "carpenter",
+    "nurse",
+]
+_ADJ = [
+    "quiet",
+    "old",
+    "careful",
+    "curious",
+    "patient",
+    "young",
+    "tired",
+    "cheerful",
+    "stubborn",
+    "clever",
+    "busy",
+    "gentle",
+    "serious",
+    "restless",
+    "modest",
+    "bold",
+    "thoughtful",
+    "weary",
+    "eager",
+    "calm",
+]
+_VERBS = [
+    "measures",
+    "explains",
+    "records",
+    "repairs",
+    "questions",
+    "describes",
+    "compares",
+    "collects",
+    "maps",
+    "tests",
+    "rebuilds",
+    "studies",
+    "sketches",
+    "organises",
+    "inspects",
+    "translates",
+    "polishes",
+    "weighs",
+]
+_THINGS = [
+    "schedule",
+    "signal lamp",
+    "budget",
+    "letters",
+    "water levels",
+    "engine",
+    "records",
+    "coastal map",
+    "deliveries",
+    "safety rules",
+    "toolbox",
+    "weekly figures",
+    "photographs",
+    "timetable",
+    "garden beds",
+    "invoices",
+    "ledger",
+    "compass",
+    "rope ladder",
+    "weather log",
+]
+_THING_ADJ = [
+    "faded",
+    "new",
+    "broken",
+    "heavy",
+    "spare",
+    "wooden",
+    "printed",
+    "rusty",
+    "shared",
+    "missing",
+    "borrowed",
+    "tidy",
+    "muddy",
+    "copper",
+    "folded",
+    "painted",
+    "winter",
+    "morning",
+    "secret",
+    "second",
+]
 _PREPS = ["near", "behind", "inside", "beside", "under", "across", "along", "beyond", "above", "around"]
-_PLACES = ["north pier", "old station", "archive", "canal", "upper deck", "stone bridge", "town square", "east gate",
-           "river path", "reading room", "boat shed", "market hall", "chapel", "lock keeper's house", "quarry",
-           "ferry slip"]
-_PLACE_ADJ = ["windy", "crowded", "empty", "sunny", "narrow", "famous", "forgotten", "busy", "silent", "flooded",
-              "distant", "lively", "shaded", "frozen", "ancient", "rebuilt", "western", "southern", "lower", "outer"]
-_REASONS = ["because the season is changing", "so that nothing is forgotten", "while the rain keeps falling",
-            "before the visitors arrive", "after a long debate", "since the last storm", "with unusual care",
-            "without much fuss", "as the light fades", "for the annual review", "despite the early hour",
-            "in spite of the noise", "until the bell rings", "once the tide turns", "whenever the wind drops",
-            "as the council asked", "at the first chance", "on a grey afternoon", "with borrowed tools",
-            "during the long holiday", "after the last ferry", "before the first frost", "at their own pace",
-            "in honest detail"]
+_PLACES = [
+    "north pier",
+    "old station",
+    "archive",
+    "canal",
+    "upper deck",
+    "stone bridge",
+    "town square",
+    "east gate",
+    "river path",
+    "reading room",
+    "boat shed",
+    "market hall",
+    "chapel",
+    "lock keeper's house",
+    "quarry",
+    "ferry slip",
+]
+_PLACE_ADJ = [
+    "windy",
+    "crowded",
+    "empty",
+    "sunny",
+    "narrow",
+    "famous",
+    "forgotten",
+    "busy",
+    "silent",
+    "flooded",
+    "distant",
+    "lively",
+    "shaded",
+    "frozen",
+    "ancient",
+    "rebuilt",
+    "western",
+    "southern",
+    "lower",
+    "outer",
+]
+_REASONS = [
+    "because the season is changing",
+    "so that nothing is forgotten",
+    "while the rain keeps falling",
+    "before the visitors arrive",
+    "after a long debate",
+    "since the last storm",
+    "with unusual care",
+    "without much fuss",
+    "as the light fades",
+    "for the annual review",
+    "despite the early hour",
+    "in spite of the noise",
+    "until the bell rings",
+    "once the tide turns",
+    "whenever the wind drops",
+    "as the council asked",
+    "at the first chance",
+    "on a grey afternoon",
+    "with borrowed tools",
+    "during the long holiday",
+    "after the last ferry",
+    "before the first frost",
+    "at their own pace",
+    "in honest detail",
+]
 
 
 def _sentence(rng: random.Random) -> str:
     c = rng.choice
-    s = (f"the {c(_ADJ)} {c(_PEOPLE)} {c(_VERBS)} the {c(_THING_ADJ)} {c(_THINGS)} "
-         f"{c(_PREPS)} the {c(_PLACE_ADJ)} {c(_PLACES)} {c(_REASONS)}")
+    s = (
+        f"the {c(_ADJ)} {c(_PEOPLE)} {c(_VERBS)} the {c(_THING_ADJ)} {c(_THINGS)} "
+        f"{c(_PREPS)} the {c(_PLACE_ADJ)} {c(_PLACES)} {c(_REASONS)}"
+    )
     return s[0].upper() + s[1:] + "."
 
 
@@ -99,7 +306,8 @@ def _paragraphs(rng: random.Random, n: int, sentences: int = 2) -> list[str]:
 def _instruction(rng: random.Random) -> str:
     return (
         f"Write a detailed {rng.choice(_GENRES)} about {rng.choice(_TOPICS)} for {rng.choice(_AUDIENCES)}, "
-        f"covering their {rng.choice(_ASPECTS)} and {rng.choice(_ASPECTS)}, and finish with {rng.choice(_ENDINGS)}."
+        f"covering their {rng.choice(_ASPECTS)} and {rng.choice(_ASPECTS)}, "
+        f"and finish with {rng.choice(_ENDINGS)}."
     )
 
 
@@ -162,6 +370,8 @@ class FaultServer:
     timeout_sleep: how long a `timeout` fault sleeps before answering (set it past the client timeout).
     latency: (min, max) seconds each normal completion takes, so stages last long enough to be killed.
     seed: the fault draws' seed (the draw order follows the arrival order of requests).
+    script: faults (or None) for the first completion attempts, before the random draws: to make sure
+        each kind happens at least once.
     """
 
     def __init__(
@@ -173,6 +383,7 @@ class FaultServer:
         latency: tuple[float, float] = (0.0, 0.0),
         seed: int = 0,
         port: int = 0,
+        script: list[str | None] | None = None,
     ):
         self.rates = dict(rates or {})
         unknown = set(self.rates) - set(FAULTS)
@@ -184,6 +395,10 @@ class FaultServer:
         self.timeout_sleep = timeout_sleep
         self.latency = latency
         self._rng = random.Random(seed)
+        self._script = list(script or [])
+        unknown |= {f for f in self._script if f is not None and f not in FAULTS}
+        if unknown:
+            raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(FAULTS)}")
         self._lock = threading.Lock()
         self.requests = 0
         self.ok = 0
@@ -206,6 +421,8 @@ class FaultServer:
     def draw(self) -> str | None:
         """The fault for the next completion attempt, or None for a normal answer."""
         with self._lock:
+            if self._script:
+                return self._script.pop(0)
             x = self._rng.random()
             for name in FAULTS:
                 p = self.rates.get(name, 0.0)
@@ -216,7 +433,12 @@ class FaultServer:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {"requests": self.requests, "ok": self.ok, "faults": dict(self.faults), "by_path": dict(self.by_path)}
+            return {
+                "requests": self.requests,
+                "ok": self.ok,
+                "faults": dict(self.faults),
+                "by_path": dict(self.by_path),
+            }
 
     def start(self) -> FaultServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
@@ -254,8 +476,13 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
         def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
             self._bytes(status, json.dumps(data).encode(), headers)
 
-        def _bytes(self, status: int, data: bytes, headers: dict[str, str] | None = None,
-                   content_type: str = "application/json") -> None:
+        def _bytes(
+            self,
+            status: int,
+            data: bytes,
+            headers: dict[str, str] | None = None,
+            content_type: str = "application/json",
+        ) -> None:
             self.send_response(status)
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
@@ -314,10 +541,15 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
 
         def _fault(self, fault: str, body: dict, chat: bool) -> None:
             if fault == "500":
-                self._json(500, {"error": {"message": "internal server error (injected)"}})
+                # Like a careless proxy, echo the request's credentials: the client must mask them.
+                auth = self.headers.get("Authorization", "none")
+                self._json(500, {"error": {"message": f"internal server error (injected; auth {auth})"}})
             elif fault == "429":
-                self._json(429, {"error": {"message": "too many requests (injected)"}},
-                           {"Retry-After": server.retry_after})
+                self._json(
+                    429,
+                    {"error": {"message": "too many requests (injected)"}},
+                    {"Retry-After": server.retry_after},
+                )
             elif fault == "timeout":
                 server._stop.wait(server.timeout_sleep)
                 try:
@@ -370,8 +602,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     lo, hi = (float(x) for x in args.latency.split(","))
-    server = FaultServer(parse_rates(args.rates), retry_after=args.retry_after, timeout_sleep=args.timeout_sleep,
-                         latency=(lo, hi), seed=args.seed, port=args.port)
+    server = FaultServer(
+        parse_rates(args.rates),
+        retry_after=args.retry_after,
+        timeout_sleep=args.timeout_sleep,
+        latency=(lo, hi),
+        seed=args.seed,
+        port=args.port,
+    )
     print(f"listening {server.url}", flush=True)
     try:
         server.httpd.serve_forever(0.05)

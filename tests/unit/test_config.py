@@ -67,3 +67,14 @@ def test_overrides_and_round_growth():
     assert [c.max_tokens_for_round(k) for k in (1, 2, 3)] == [100, 150, 200]
     with pytest.raises(ConfigError, match="key.sub=value"):
         load_config(None, ["nonsense"])
+
+
+def test_a_bad_override_is_named_as_such_not_as_a_line_of_the_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: x\ngenerate:\n  retries: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, ["generate.retries=many", "generate.retires=2"])
+    msg = str(e.value)
+    assert "--set generate.retries: field 'generate.retries' = 'many'" in msg
+    assert "--set generate.retires: unknown key" in msg and "did you mean 'generate.retries'" in msg
+    assert "line " not in msg and "c.yaml" not in msg  # the file itself is fine
