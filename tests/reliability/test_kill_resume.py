@@ -1,13 +1,14 @@
 """Kill -9 at chosen moments, restart, repeat: nothing finished is lost, nothing is duplicated.
 
 One run directory serves every assertion (see harness.py for the setup: the real CLI over the
-OpenAI engine and the fault server, real TRL training of a tiny model). It is killed four times:
+OpenAI engine and the fault server, real TRL training of a tiny model). It is killed five times:
 
-1. during Step 1 (generation), with a torn half-line appended as a crash mid-write leaves it;
-2. during Step 2 (extension);
-3. during the Generator's training, after a checkpoint is on disk (its logged loss is marked, so
+1. during Step 0 (self-instruct), and 2. during Step 1 (generation), each time with a torn
+   half-line appended to the file being written, as a crash in the middle of a write leaves it;
+3. during Step 2 (extension);
+4. during the Generator's training, after a checkpoint is on disk (its logged loss is marked, so
    the final adapter's history shows whether training resumed from it);
-4. between the two trainings, the moment the Generator's adapter appears (before its checkpoints
+5. between the two trainings, the moment the Generator's adapter appears (before its checkpoints
    are deleted);
 
 then run to the end. While the last run holds the directory, a second `selflengthen run` must be
@@ -54,10 +55,12 @@ def killed_run(tmp_path_factory, tiny):
         out["cfg"] = run_config(server.url, tiny)
         out["clean"] = clean_steps(config, base / "clean")
 
-        for moment in ("generate", "extend", "train_generator", "after_generator"):
+        for moment in ("instruct", "generate", "extend", "train_generator", "after_generator"):
             trial = kill_at(start_run(config, run_dir, log), run_dir, MOMENTS[moment])
             out["trials"].append(trial)
             out["after_kill"].append(check_interrupted(run_dir))
+            if moment == "instruct":
+                tear_last_line(run_dir / "round-1" / "instructions.jsonl")
             if moment == "generate":
                 tear_last_line(run_dir / "round-1" / "work" / "answers.partial.jsonl")
             if moment == "train_generator":
@@ -86,8 +89,10 @@ def killed_run(tmp_path_factory, tiny):
 def test_each_kill_landed_in_its_stage_and_left_no_damage(killed_run):
     stages = [t.stage for t in killed_run["trials"]]
     assert all(t.killed and t.returncode == -9 for t in killed_run["trials"]), killed_run["trials"]
-    assert stages == ["generate", "extend", "train_generator", "train_extender"], killed_run["trials"]
-    assert killed_run["after_kill"] == [[], [], [], []]  # a torn tail in an append-only file is allowed there
+    assert stages == ["instruct", "generate", "extend", "train_generator", "train_extender"], killed_run[
+        "trials"
+    ]
+    assert killed_run["after_kill"] == [[]] * 5  # a torn tail in an append-only file is allowed there
     assert killed_run["tampered"], "no checkpoint was on disk when the training was killed"
 
 
@@ -107,7 +112,7 @@ def test_ids_equal_a_clean_run(killed_run):
     }
     assert ids["instructions.jsonl"] == killed_run["clean"]["instructions.jsonl"]
     assert ids["answers.jsonl"] == killed_run["clean"]["answers.jsonl"]
-    assert "r1-torn" not in (r / "answers.jsonl").read_text()
+    assert "r1-torn" not in (r / "answers.jsonl").read_text() + (r / "instructions.jsonl").read_text()
 
 
 def test_training_resumed_from_its_checkpoint(killed_run):
