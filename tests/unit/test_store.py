@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -63,6 +62,5 @@ def test_lock_refuses_second_writer_and_frees_on_crash(tmp_path):
     code = f"from selflengthen.store import RunLock; import os; RunLock({str(tmp_path)!r}).acquire(); os._exit(9)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 9
     lock = RunLock(tmp_path)
-    lock.acquire()
+    lock.acquire()  # raises RunLockedError if the dead holder's lock had stuck
     lock.release()
-    assert json.dumps({}) == "{}"

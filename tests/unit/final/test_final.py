@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from selflengthen import final as final_mod
 from selflengthen.config import Config, FinalConfig
 from selflengthen.errors import ConfigError, InputError
 from selflengthen.evaluate.scoring import score_longen
