@@ -23,9 +23,9 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from selflengthen.errors import DataError, RunLockedError
 
@@ -88,6 +88,34 @@ def atomic_write_jsonl(path: Path, rows: Iterable[dict]) -> int:
     return count
 
 
+def atomic_write_jsonl_split(paths: Sequence[Path], rows: Iterable[Sequence[dict]]) -> int:
+    """Write the i-th object of each row to `paths[i]`, streamed, each file atomically (one pass over
+    `rows` for all files, so nothing is held in memory). Returns the number of rows."""
+    files: list[Any] = []
+    count = 0
+
+    def write_all() -> None:
+        nonlocal count
+        for row in rows:
+            for f, obj in zip(files, row, strict=True):
+                f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            count += 1
+
+    def nest(i: int) -> None:
+        if i == len(paths):
+            write_all()
+            return
+
+        def write(f) -> None:
+            files.append(f)
+            nest(i + 1)
+
+        _atomic_write(paths[i], write)
+
+    nest(0)
+    return count
+
+
 def read_jsonl(path: Path, *, repair_tail: bool = False) -> Iterator[dict]:
     """Yield the objects of a JSONL file, streaming.
 
@@ -95,26 +123,50 @@ def read_jsonl(path: Path, *, repair_tail: bool = False) -> Iterator[dict]:
     `repair_tail` cut off the file, so appends start on a clean line). Any other bad line is
     corrupt data: DataError naming the file and line.
     """
+    for _, obj in read_jsonl_offsets(path, repair_tail=repair_tail):
+        yield obj
+
+
+def read_jsonl_offsets(path: Path, *, repair_tail: bool = False) -> Iterator[tuple[int, dict]]:
+    """Like `read_jsonl`, with each object's byte offset in the file: an index of offsets lets a
+    later pass fetch a record (`read_jsonl_at`) without holding every record in memory."""
     path = Path(path)
     if not path.exists():
         return
     if repair_tail:
         _cut_torn_tail(path)
     with open(path, "rb") as f:
+        offset = 0
         for line_no, raw in enumerate(f, start=1):
+            start, offset = offset, offset + len(raw)
             if not raw.endswith(b"\n"):
                 return  # torn tail from a crash: never data
             if not raw.strip():
                 continue
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: not UTF-8 (bad byte at column {exc.start + 1})") from None
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line_no}: invalid JSON (column {exc.colno}: {exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
-            yield obj
+            yield start, _parse_line(f"{path}:{line_no}", raw)
+
+
+def _parse_line(where: str, raw: bytes) -> dict:
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where}: not UTF-8 (bad byte at column {exc.start + 1})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: invalid JSON (column {exc.colno}: {exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def read_jsonl_at(f: BinaryIO, offset: int) -> dict:
+    """The object on the line starting at `offset` of the JSONL file open (binary) as `f`; the
+    offset comes from `read_jsonl_offsets` of the same, unchanged file."""
+    f.seek(offset)
+    raw = f.readline()
+    where = f"{getattr(f, 'name', 'JSONL file')} at byte {offset}"
+    if not raw.endswith(b"\n"):
+        raise DataError(f"{where}: no whole line there (did the file change?)")
+    return _parse_line(where, raw)
 
 
 def _cut_torn_tail(path: Path) -> None:

@@ -13,6 +13,8 @@ answer; otherwise the job is retried. Every step is recorded so both stages can 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from selflengthen.engines.base import Request
 from selflengthen.prompts import template
 from selflengthen.stages.common import RoundContext, run_items
@@ -100,10 +102,18 @@ async def extend_answer(ctx: RoundContext, extension_id: str, answer: dict) -> d
     }
 
 
+def _kept_answers(ctx: RoundContext) -> Iterator[dict]:
+    return (row for row in read_jsonl(ctx.rd.answers) if row.get("verdict") == "kept")
+
+
 async def run_extend(ctx: RoundContext) -> int:
+    """Extend every kept answer of the round into the partial file, then select.
+
+    The answers file is streamed (read once to count, once lazily while the jobs run): only the
+    answers in flight are in memory, never all of them."""
     n = ctx.config.extend.jobs_per_answer
-    answers = [row for row in read_jsonl(ctx.rd.answers) if row.get("verdict") == "kept"]
-    items = [(f"{a['id']}-e{j}", a) for a in answers for j in range(n)]
+    total = n * sum(1 for _ in _kept_answers(ctx))
+    items = ((f"{a['id']}-e{j}", a) for a in _kept_answers(ctx) for j in range(n))
     return await run_items(
         items,
         lambda ext_id, a: extend_answer(ctx, ext_id, a),
@@ -111,7 +121,7 @@ async def run_extend(ctx: RoundContext) -> int:
         max_in_flight=ctx.max_in_flight,
         progress=ctx.progress,
         description=f"round {ctx.round} · extend",
-        total=len(items),
+        total=total,
     )
 
 

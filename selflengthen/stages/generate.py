@@ -9,6 +9,8 @@ Extender will work on.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from selflengthen.engines.base import Request
 from selflengthen.stages.common import RoundContext, run_items
 from selflengthen.stages.select import PASSED, finalize_with_selection
@@ -48,11 +50,18 @@ async def answer_instruction(ctx: RoundContext, answer_id: str, instruction: dic
     }
 
 
+def _kept_instructions(ctx: RoundContext) -> Iterator[dict]:
+    return (row for row in read_jsonl(ctx.rd.instructions) if row.get("verdict") == "kept")
+
+
 async def run_generate(ctx: RoundContext) -> int:
-    """Answer every kept instruction of the round into the partial file, then select."""
+    """Answer every kept instruction of the round into the partial file, then select.
+
+    The instructions file is streamed (read once to count, once lazily while the items run), so
+    memory does not grow with the number of instructions."""
     n = ctx.config.generate.samples_per_instruction
-    instructions = [row for row in read_jsonl(ctx.rd.instructions) if row.get("verdict") == "kept"]
-    items = [(f"{ins['id']}-a{j}", ins) for ins in instructions for j in range(n)]
+    total = n * sum(1 for _ in _kept_instructions(ctx))
+    items = ((f"{ins['id']}-a{j}", ins) for ins in _kept_instructions(ctx) for j in range(n))
     return await run_items(
         items,
         lambda answer_id, ins: answer_instruction(ctx, answer_id, ins),
@@ -60,7 +69,7 @@ async def run_generate(ctx: RoundContext) -> int:
         max_in_flight=ctx.max_in_flight,
         progress=ctx.progress,
         description=f"round {ctx.round} · generate",
-        total=len(items),
+        total=total,
     )
 
 

@@ -10,11 +10,13 @@ chat template generation uses.
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 
 from selflengthen.stages.common import RoundContext
 from selflengthen.stages.extend import extend_messages
-from selflengthen.store import atomic_write_jsonl, read_jsonl
+from selflengthen.store import atomic_write_jsonl_split, read_jsonl, read_jsonl_at, read_jsonl_offsets
 
 
 def drop_lines(text: str, p: float, rng: random.Random) -> str:
@@ -22,28 +24,28 @@ def drop_lines(text: str, p: float, rng: random.Random) -> str:
     return "\n".join(line for line in text.split("\n") if rng.random() >= p)
 
 
-def sft_rows(ctx: RoundContext):
-    """Yield (generator_row, extender_row) per kept extension."""
-    answers = {}
-    for row in read_jsonl(ctx.rd.answers):
-        if row.get("verdict") == "kept":
-            answers[row["id"]] = row["text"]
+def sft_rows(ctx: RoundContext) -> Iterator[tuple[dict, dict]]:
+    """Yield (generator_row, extender_row) per kept extension, streaming.
+
+    The Extender's row needs the initial answer's text: rather than every kept answer's text, only
+    the byte offset of its line in answers.jsonl is kept, and the line is read back when needed."""
+    offsets = {r["id"]: at for at, r in read_jsonl_offsets(ctx.rd.answers) if r.get("verdict") == "kept"}
     p = ctx.config.sft.line_dropout
-    for ext in read_jsonl(ctx.rd.extensions):
-        if ext.get("verdict") != "kept":
-            continue
-        completion = [{"role": "assistant", "content": ext["text"]}]
-        rng = ctx.rng("dropout", ext["id"])
-        outline = drop_lines(answers[ext["answer_id"]], p, rng)
-        yield (
-            {"id": ext["id"], "prompt": [{"role": "user", "content": ext["query"]}], "completion": completion},
-            {"id": ext["id"], "prompt": extend_messages(ext["query"], outline), "completion": completion},
-        )
+    with open(ctx.rd.answers, "rb") if offsets else contextlib.nullcontext() as answers:
+        for ext in read_jsonl(ctx.rd.extensions):
+            if ext.get("verdict") != "kept":
+                continue
+            completion = [{"role": "assistant", "content": ext["text"]}]
+            rng = ctx.rng("dropout", ext["id"])
+            outline = drop_lines(read_jsonl_at(answers, offsets[ext["answer_id"]])["text"], p, rng)
+            query = ext["query"]
+            yield (
+                {"id": ext["id"], "prompt": [{"role": "user", "content": query}], "completion": completion},
+                {"id": ext["id"], "prompt": extend_messages(query, outline), "completion": completion},
+            )
 
 
 def build_sft_data(ctx: RoundContext) -> dict[str, int]:
-    pairs = list(sft_rows(ctx))
-    return {
-        "generator": atomic_write_jsonl(ctx.rd.sft("generator"), (g for g, _ in pairs)),
-        "extender": atomic_write_jsonl(ctx.rd.sft("extender"), (e for _, e in pairs)),
-    }
+    """Write both roles' SFT files in one streamed pass (each file atomically)."""
+    n = atomic_write_jsonl_split([ctx.rd.sft("generator"), ctx.rd.sft("extender")], sft_rows(ctx))
+    return {"generator": n, "extender": n}

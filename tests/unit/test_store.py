@@ -8,7 +8,16 @@ import sys
 import pytest
 
 from selflengthen.errors import DataError, RunLockedError
-from selflengthen.store import JsonlAppender, RunLock, atomic_write_jsonl, existing_ids, read_jsonl
+from selflengthen.store import (
+    JsonlAppender,
+    RunLock,
+    atomic_write_jsonl,
+    atomic_write_jsonl_split,
+    existing_ids,
+    read_jsonl,
+    read_jsonl_at,
+    read_jsonl_offsets,
+)
 
 
 def test_torn_last_line_is_dropped_and_cut(tmp_path):
@@ -64,3 +73,31 @@ def test_lock_refuses_second_writer_and_frees_on_crash(tmp_path):
     lock = RunLock(tmp_path)
     lock.acquire()  # raises RunLockedError if the dead holder's lock had stuck
     lock.release()
+
+
+def test_offsets_index_reads_records_back(tmp_path):
+    path = tmp_path / "a.jsonl"
+    # a blank line, a torn tail, and characters of two bytes each before the second record
+    path.write_text('{"id": "a", "t": "\u00e9t\u00e9"}\n\n{"id": "b"}\n{"id": "c", "te')
+    index = {row["id"]: at for at, row in read_jsonl_offsets(path)}
+    assert list(index) == ["a", "b"]
+    with open(path, "rb") as f:
+        assert read_jsonl_at(f, index["b"]) == {"id": "b"}
+        assert read_jsonl_at(f, index["a"])["t"] == "été"  # offsets are bytes, not characters
+        with pytest.raises(DataError, match="no whole line"):
+            read_jsonl_at(f, path.stat().st_size - 3)
+
+
+def test_split_writer_streams_to_both_files_atomically(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert atomic_write_jsonl_split([a, b], (({"i": i}, {"j": -i}) for i in range(3))) == 3
+    assert [r["i"] for r in read_jsonl(a)] == [0, 1, 2] and [r["j"] for r in read_jsonl(b)] == [0, -1, -2]
+
+    def broken():
+        yield {"i": 9}, {"j": 9}
+        raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError):
+        atomic_write_jsonl_split([a, b], broken())
+    assert [r["i"] for r in read_jsonl(a)] == [0, 1, 2] and [r["j"] for r in read_jsonl(b)] == [0, -1, -2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "b.jsonl"]

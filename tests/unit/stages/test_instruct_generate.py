@@ -84,3 +84,37 @@ def test_generate_round_uses_generator_adapter_and_selects(ctx_factory):
     assert len(rows) == 18 and len({r["id"] for r in rows}) == 18
     assert counts["kept"] + counts["length_biased_sampling"] == 18
     assert all(r["model"] == "generator" for r in rows)
+
+
+def test_generate_streams_instructions_and_resumes(ctx_factory, monkeypatch):
+    """run_generate reads the instructions lazily (never a list of all of them) and a rerun after
+    a partial run answers only what is missing."""
+    import json
+
+    import selflengthen.stages.generate as generate
+
+    ctx = ctx_factory(lambda r: "A fine answer.", ["generate.samples_per_instruction=2", "engine.max_in_flight=2"])
+    ctx.rd.path.mkdir(parents=True)
+    ctx.rd.instructions.write_text("".join(
+        json.dumps({"id": f"i{i}", "text": f"Write {i}.", "verdict": "kept"}) + "\n" for i in range(6)))
+    read = []
+    real = generate.read_jsonl
+
+    def counting(path, **kw):
+        for row in real(path, **kw):
+            read.append(row["id"])
+            yield row
+    monkeypatch.setattr(generate, "read_jsonl", counting)
+    seen_when_first_answered = []
+
+    async def first_answer(ctx_, answer_id, instruction):
+        seen_when_first_answered.append(len(read))
+        return {"id": answer_id, "instruction_id": instruction["id"], "verdict": "passed", "words": 3}
+    monkeypatch.setattr(generate, "answer_instruction", first_answer)
+    assert run(generate.run_generate(ctx)) == 12
+    assert seen_when_first_answered[0] <= 6 + 2  # count pass + the 1-2 instructions of the first items
+    rows = list(read_jsonl(ctx.rd.partial("answers")))
+    ctx.rd.partial("answers").write_text("".join(json.dumps(r) + "\n" for r in rows[:5]))
+    assert run(generate.run_generate(ctx)) == 7
+    assert sorted(r["id"] for r in read_jsonl(ctx.rd.partial("answers"))) == sorted(
+        f"i{i}-a{j}" for i in range(6) for j in range(2))
