@@ -1,7 +1,11 @@
 """The bookkeeping of one round at scale: time per item and peak memory at 1k, 10k, 100k instructions.
 
-    python bench/scale.py                                   # 1,000 and 10,000 instructions, ~1-2 min
+    python bench/scale.py                        # 1,000 and 5,000 instructions: ~2-3 min on 2 cores
     python bench/scale.py --counts 1000,10000,100000 --json scale.json
+
+Cost: about 4 ms per instruction on one core (at the defaults), and 4-5 x that again for the
+tracemalloc child (`--no-tracemalloc` skips it); the run directory takes about 90 KB on disk per
+instruction while a count runs (9 GB at 100k; removed after each count unless `--keep`).
 
 No model: an INSTANT scripted engine answers every request at once, so what is measured is the
 project's own code around the model, the part that must stay flat as a run grows. The round runs
@@ -60,12 +64,35 @@ _META = {"revised", "revision", "response", "version", "paragraph"}
 def _vocabulary(size: int = 4000) -> list[str]:
     """Pseudo-words from syllables, fixed for every run (seeded), none of them a meta word."""
     rng = random.Random(12345)
-    onsets = ["b", "c", "d", "f", "g", "h", "l", "m", "n", "p", "r", "s", "t", "v", "w", "st", "tr", "pl", "gr", "ch"]
+    onsets = [
+        "b",
+        "c",
+        "d",
+        "f",
+        "g",
+        "h",
+        "l",
+        "m",
+        "n",
+        "p",
+        "r",
+        "s",
+        "t",
+        "v",
+        "w",
+        "st",
+        "tr",
+        "pl",
+        "gr",
+        "ch",
+    ]
     nuclei = ["a", "e", "i", "o", "u", "ai", "ea", "ou", "io"]
     codas = ["", "", "n", "r", "s", "t", "l", "nd", "st", "m"]
     words: set[str] = set()
     while len(words) < size:
-        word = "".join(rng.choice(onsets) + rng.choice(nuclei) for _ in range(rng.randint(1, 3))) + rng.choice(codas)
+        word = "".join(
+            rng.choice(onsets) + rng.choice(nuclei) for _ in range(rng.randint(1, 3))
+        ) + rng.choice(codas)
         if word not in _META:
             words.add(word)
     return sorted(words)
@@ -180,24 +207,34 @@ def write_instructions(path: Path, count: int, seed: int) -> None:
         for i in range(count):
             topic = " ".join(rng.choices(VOCAB, k=rng.randint(2, 6)))
             text = f"Write a detailed {rng.choice(kinds)} about {topic}, with examples and sub-sections."
-            row = {"id": f"r1-ins-{i:06d}", "text": text, "language": "en", "words": len(text.split()),
-                   "verdict": "kept", "model": "base", "attempts": []}
+            row = {
+                "id": f"r1-ins-{i:06d}",
+                "text": text,
+                "language": "en",
+                "words": len(text.split()),
+                "verdict": "kept",
+                "model": "base",
+                "attempts": [],
+            }
             f.write(json.dumps(row) + "\n")
 
 
 def bench_config(opts: argparse.Namespace):
     from selflengthen.config import load_config
 
-    return load_config(None, [
-        "seed_languages=[en]",
-        f"seed={opts.seed}",
-        f"generate.samples_per_instruction={opts.samples}",
-        f"generate.retries={opts.generate_retries}",
-        f"extend.jobs_per_answer={opts.jobs}",
-        f"extend.micro_iterations={opts.micro}",
-        f"extend.retries={opts.extend_retries}",
-        f"engine.max_in_flight={opts.in_flight}",
-    ])
+    return load_config(
+        None,
+        [
+            "seed_languages=[en]",
+            f"seed={opts.seed}",
+            f"generate.samples_per_instruction={opts.samples}",
+            f"generate.retries={opts.generate_retries}",
+            f"extend.jobs_per_answer={opts.jobs}",
+            f"extend.micro_iterations={opts.micro}",
+            f"extend.retries={opts.extend_retries}",
+            f"engine.max_in_flight={opts.in_flight}",
+        ],
+    )
 
 
 def measure_count(count: int, opts: argparse.Namespace, *, trace: bool) -> dict:
@@ -226,8 +263,16 @@ def measure_count(count: int, opts: argparse.Namespace, *, trace: bool) -> dict:
             ("select-ans", lambda: finish_generate(ctx), lambda: _lines(rd.answers)),
             ("extend", lambda: asyncio.run(run_extend(ctx)), lambda: _lines(rd.partial("extensions"))),
             ("select-ext", lambda: finish_extend(ctx), lambda: _lines(rd.extensions)),
-            ("sft", lambda: build_sft_data(ctx), lambda: _lines(rd.sft("generator")) + _lines(rd.sft("extender"))),
-            ("resume-scan", resume_scan, lambda: _lines(rd.partial("answers")) + _lines(rd.partial("extensions"))),
+            (
+                "sft",
+                lambda: build_sft_data(ctx),
+                lambda: _lines(rd.sft("generator")) + _lines(rd.sft("extender")),
+            ),
+            (
+                "resume-scan",
+                resume_scan,
+                lambda: _lines(rd.partial("answers")) + _lines(rd.partial("extensions")),
+            ),
         ]
         stages: dict[str, dict] = {}
         hwm_resettable = _reset_hwm()
@@ -243,11 +288,15 @@ def measure_count(count: int, opts: argparse.Namespace, *, trace: bool) -> dict:
             out = run()
             seconds = time.perf_counter() - t0
             n = records()
-            stage = {"seconds": round(seconds, 4), "records": n,
-                     "us_per_record": round(1e6 * seconds / max(n, 1), 1),
-                     "peak_rss_mb": round(_status_kb("VmHWM") / 1024, 1)}
+            stage = {
+                "seconds": round(seconds, 4),
+                "records": n,
+                "us_per_record": round(1e6 * seconds / max(n, 1), 1),
+                "peak_rss_mb": round(_status_kb("VmHWM") / 1024, 1),
+            }
             if trace:
-                stage["py_peak_mb"] = round((tracemalloc.get_traced_memory()[1] - traced_before) / 2**20, 2)
+                stage["py_peak_bytes"] = tracemalloc.get_traced_memory()[1] - traced_before
+                stage["py_peak_mb"] = round(stage["py_peak_bytes"] / 2**20, 3)
             if name == "resume-scan":
                 stage["ran_again"] = out  # must be 0: every item is already in the partial files
             elif isinstance(out, dict):
@@ -269,14 +318,16 @@ def measure_count(count: int, opts: argparse.Namespace, *, trace: bool) -> dict:
             "us_per_instruction": round(1e6 * (total - stages["resume-scan"]["seconds"]) / count, 1),
             "disk_mb": round(_disk_bytes(root) / 2**20, 1),
             "rss_after_imports_mb": round(rss_after_imports_kb / 1024, 1),
-            "peak_rss_mb": max(s["peak_rss_mb"] for s in stages.values()) if hwm_resettable
+            "peak_rss_mb": max(s["peak_rss_mb"] for s in stages.values())
+            if hwm_resettable
             else round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "hwm_reset_per_stage": hwm_resettable,
             "stages": stages,
         }
         if trace:
-            figures["py_peak_mb"] = max(s["py_peak_mb"] for s in stages.values())
+            figures["py_peak_bytes"] = max(s["py_peak_bytes"] for s in stages.values())
+            figures["py_peak_mb"] = round(figures["py_peak_bytes"] / 2**20, 3)
         return figures
     finally:
         if opts.keep:
@@ -293,7 +344,15 @@ def _child(count: int, argv: list[str], trace: bool) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         out = tmp.name
     try:
-        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--child", str(count), "--child-out", out]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *argv,
+            "--child",
+            str(count),
+            "--child-out",
+            out,
+        ]
         if trace:
             cmd.append("--child-trace")
         subprocess.run(cmd, check=True)
@@ -306,22 +365,39 @@ def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None
 
 
+def growth_per_item(lo: dict, hi: dict, stage: str | None = None) -> float:
+    """Bytes of Python peak added per extra instruction (or, for a stage, per extra record): the
+    slope between two counts, which is what a stage still keeps per item."""
+    if stage is None:
+        return (hi["py_peak_bytes"] - lo["py_peak_bytes"]) / max(hi["count"] - lo["count"], 1)
+    a, b = lo["stages"][stage], hi["stages"][stage]
+    return (b["py_peak_bytes"] - a["py_peak_bytes"]) / max(b["records"] - a["records"], 1)
+
+
 def print_report(results: list[dict], opts: argparse.Namespace, out=sys.stdout) -> None:
     p = lambda *a: print(*a, file=out)  # noqa: E731
-    p("Round bookkeeping at scale (instant scripted engine; Step 0 self-instruct skipped: "
-      "instructions.jsonl written directly)")
-    p(f"per instruction: {opts.samples} answers, {opts.jobs} extension jobs per kept answer, "
-      f"{opts.micro} micro-step(s), answers {opts.min_words}-{opts.max_words} words, "
-      f"fail rate {opts.fail_rate}, {opts.in_flight} items in flight")
-    head = (f"{'count':>8} {'answers':>8} {'exts':>8} {'sft':>8} {'requests':>9} {'wall s':>8} {'us/instr':>9} "
-            f"{'rss0 MB':>8} {'peak MB':>8} {'growth':>7} {'py MB':>7} {'disk MB':>8}")
+    p(
+        "Round bookkeeping at scale (instant scripted engine; Step 0 self-instruct skipped: "
+        "instructions.jsonl written directly)"
+    )
+    p(
+        f"per instruction: {opts.samples} answers, {opts.jobs} extension jobs per kept answer, "
+        f"{opts.micro} micro-step(s), answers {opts.min_words}-{opts.max_words} words, "
+        f"fail rate {opts.fail_rate}, {opts.in_flight} items in flight"
+    )
+    head = (
+        f"{'count':>8} {'answers':>8} {'exts':>8} {'sft':>8} {'requests':>9} {'wall s':>8} {'us/instr':>9} "
+        f"{'rss0 MB':>8} {'peak MB':>8} {'growth':>7} {'py MB':>7} {'disk MB':>8}"
+    )
     p(head)
     for r in results:
         py = f"{r['py_peak_mb']:>7.1f}" if "py_peak_mb" in r else f"{'-':>7}"
-        p(f"{r['count']:>8} {r['answers_partial']:>8} {r['extensions_partial']:>8} "
-          f"{r['sft_generator'] + r['sft_extender']:>8} {r['engine_requests']:>9} {r['seconds']:>8.2f} "
-          f"{r['us_per_instruction']:>9.1f} {r['rss_after_imports_mb']:>8.1f} {r['peak_rss_mb']:>8.1f} "
-          f"{r['peak_rss_mb'] - r['rss_after_imports_mb']:>7.1f} {py} {r['disk_mb']:>8.1f}")
+        p(
+            f"{r['count']:>8} {r['answers_partial']:>8} {r['extensions_partial']:>8} "
+            f"{r['sft_generator'] + r['sft_extender']:>8} {r['engine_requests']:>9} {r['seconds']:>8.2f} "
+            f"{r['us_per_instruction']:>9.1f} {r['rss_after_imports_mb']:>8.1f} {r['peak_rss_mb']:>8.1f} "
+            f"{r['peak_rss_mb'] - r['rss_after_imports_mb']:>7.1f} {py} {r['disk_mb']:>8.1f}"
+        )
     p("  rss0 = RSS after imports; peak = highest per-stage RSS high-water mark; growth = peak - rss0;")
     p("  py = tracemalloc peak of Python allocations within a stage (separate child run)")
     p("")
@@ -332,7 +408,9 @@ def print_report(results: list[dict], opts: argparse.Namespace, out=sys.stdout) 
         for s in STAGES:
             st = r["stages"][s]
             py = f"{st['py_peak_mb']:.1f}" if "py_peak_mb" in st else "-"
-            cells.append(f"{st['us_per_record']:>8.1f} ({st['records']:>7}) {st['peak_rss_mb']:>5.0f}/{py:>5}")
+            cells.append(
+                f"{st['us_per_record']:>8.1f} ({st['records']:>7}) {st['peak_rss_mb']:>5.0f}/{py:>5}"
+            )
         p(f"{r['count']:>8} " + " ".join(f"{c:>26}" for c in cells))
     if len(results) >= 2:
         lo, hi = results[0], results[-1]
@@ -340,11 +418,14 @@ def print_report(results: list[dict], opts: argparse.Namespace, out=sys.stdout) 
         p(f"ratios {hi['count']} / {lo['count']} instructions (flat = 1.0):")
         p(f"  time per item         {_ratio(hi['us_per_instruction'], lo['us_per_instruction'])}")
         p(f"  peak RSS              {_ratio(hi['peak_rss_mb'], lo['peak_rss_mb'])}")
-        p(f"  RSS growth over rss0  {_ratio(hi['peak_rss_mb'] - hi['rss_after_imports_mb'], lo['peak_rss_mb'] - lo['rss_after_imports_mb'])}")
+        growth = [r["peak_rss_mb"] - r["rss_after_imports_mb"] for r in (hi, lo)]
+        p(f"  RSS growth over rss0  {_ratio(*growth)}")
         if "py_peak_mb" in hi and "py_peak_mb" in lo:
             p(f"  Python peak           {_ratio(hi['py_peak_mb'], lo['py_peak_mb'])}")
-            per_item = (hi["py_peak_mb"] - lo["py_peak_mb"]) * 2**20 / (hi["count"] - lo["count"])
-            p(f"  Python peak growth    {per_item:.0f} bytes per instruction")
+            p(f"  Python peak growth    {growth_per_item(lo, hi):.0f} bytes per instruction")
+            p("  what each stage still holds per record (Python peak growth / records growth):")
+            for s in STAGES:
+                p(f"    {s:<12} {growth_per_item(lo, hi, s):>6.0f} bytes per record")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -355,21 +436,36 @@ def build_parser() -> argparse.ArgumentParser:
         "instant scripted engine (no model). Each count runs in a fresh child process.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    ap.add_argument("--counts", default="1000,10000", help="comma-separated instruction counts, smallest first")
+    ap.add_argument(
+        "--counts", default="1000,10000", help="comma-separated instruction counts, smallest first"
+    )
     ap.add_argument("--samples", type=int, default=2, help="Generator answers per instruction (paper: 2)")
     ap.add_argument("--jobs", type=int, default=2, help="extension jobs per kept answer (paper: 2)")
-    ap.add_argument("--micro", type=int, default=1,
-                    help="micro-steps per extension job (paper: 3; each one multiplies extension record size)")
+    ap.add_argument(
+        "--micro",
+        type=int,
+        default=1,
+        help="micro-steps per extension job (paper: 3; each one multiplies extension record size)",
+    )
     ap.add_argument("--generate-retries", type=int, default=20, help="attempts per answer (paper: 20)")
     ap.add_argument("--extend-retries", type=int, default=3, help="attempts per extension job (paper: 20)")
     ap.add_argument("--min-words", type=int, default=150, help="shortest Generator answer, words")
     ap.add_argument("--max-words", type=int, default=450, help="longest Generator answer, words")
-    ap.add_argument("--fail-rate", type=float, default=0.05, help="share of Generator answers returned truncated")
-    ap.add_argument("--in-flight", type=int, default=32, help="items a stage keeps running (engine.max_in_flight)")
+    ap.add_argument(
+        "--fail-rate", type=float, default=0.05, help="share of Generator answers returned truncated"
+    )
+    ap.add_argument(
+        "--in-flight", type=int, default=32, help="items a stage keeps running (engine.max_in_flight)"
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-tracemalloc", action="store_true",
-                    help="skip the second child per count that measures Python allocations with tracemalloc")
-    ap.add_argument("--workdir", default=None, help="where run directories are made (default: the system temp dir)")
+    ap.add_argument(
+        "--no-tracemalloc",
+        action="store_true",
+        help="skip the second child per count that measures Python allocations with tracemalloc",
+    )
+    ap.add_argument(
+        "--workdir", default=None, help="where run directories are made (None: the system temp dir)"
+    )
     ap.add_argument("--keep", action="store_true", help="keep each count's run directory")
     ap.add_argument("--json", default=None, metavar="PATH", help="also write the figures to this JSON file")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
@@ -392,10 +488,11 @@ def main(argv: list[str] | None = None, out=sys.stdout) -> dict:
         figures = _child(count, argv, trace=False)
         if not opts.no_tracemalloc:
             traced = _child(count, argv, trace=True)
-            figures["py_peak_mb"] = traced["py_peak_mb"]
+            figures["py_peak_mb"], figures["py_peak_bytes"] = traced["py_peak_mb"], traced["py_peak_bytes"]
             figures["seconds_with_tracemalloc"] = traced["seconds"]
             for name, stage in traced["stages"].items():
                 figures["stages"][name]["py_peak_mb"] = stage["py_peak_mb"]
+                figures["stages"][name]["py_peak_bytes"] = stage["py_peak_bytes"]
         results.append(figures)
     print_report(results, opts, out)
     report = {
@@ -410,8 +507,11 @@ def main(argv: list[str] | None = None, out=sys.stdout) -> dict:
         report["ratios"] = {
             "time_per_item": _ratio(hi["us_per_instruction"], lo["us_per_instruction"]),
             "peak_rss": _ratio(hi["peak_rss_mb"], lo["peak_rss_mb"]),
-            "py_peak": _ratio(hi.get("py_peak_mb", 0), lo.get("py_peak_mb", 0)) if "py_peak_mb" in lo else None,
         }
+        if "py_peak_mb" in lo and "py_peak_mb" in hi:
+            report["ratios"]["py_peak"] = _ratio(hi["py_peak_mb"], lo["py_peak_mb"])
+            report["py_bytes_per_instruction"] = round(growth_per_item(lo, hi))
+            report["py_bytes_per_record"] = {s: round(growth_per_item(lo, hi, s)) for s in STAGES}
     if opts.json:
         Path(opts.json).write_text(json.dumps(report, indent=2) + "\n")
     return report
