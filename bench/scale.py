@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     ap.add_argument(
-        "--counts", default="1000,10000", help="comma-separated instruction counts, smallest first"
+        "--counts", default="1000,5000", help="comma-separated instruction counts, smallest first"
     )
     ap.add_argument("--samples", type=int, default=2, help="Generator answers per instruction (paper: 2)")
     ap.add_argument("--jobs", type=int, default=2, help="extension jobs per kept answer (paper: 2)")
