@@ -55,12 +55,17 @@ def train_adapter(
     dtype: str = "auto",
     gradient_checkpointing: bool = False,
     full: bool = False,
+    sft_args: dict[str, Any] | None = None,
+    callbacks: list[Any] | None = None,
 ) -> dict:
     """Train one adapter; returns stats (examples, dropped_too_long, final_loss, loss_history, ...).
 
     `base` is a resolved model directory or hub id. The adapter is written to a temporary
     sibling and renamed, so `out_dir` is either absent or complete. With `full=True` every
     weight is trained and `out_dir` gets a whole model (with its tokenizer) instead.
+    `sft_args` overrides or adds SFTConfig fields and `callbacks` go to the trainer: for
+    experiments and benchmarks (bench/train_throughput.py), e.g. {"padding_free": True,
+    "max_length": None} (safe: over-long examples are already dropped above).
     """
     import torch
     from datasets import Dataset
@@ -90,7 +95,7 @@ def train_adapter(
     torch_dtype = pick_dtype(dtype, device)
     # The training arguments come before the model: under `accelerate launch` they set up the
     # distributed state, which DeepSpeed ZeRO-3 needs to shard the model while it loads.
-    args = SFTConfig(
+    settings: dict[str, Any] = dict(
         output_dir=str(work_dir),
         num_train_epochs=train_config.epochs,
         max_steps=train_config.max_steps,
@@ -113,6 +118,7 @@ def train_adapter(
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # every LoRA weight is used; DDP skips the graph walk
     )
+    args = SFTConfig(**{**settings, **(sft_args or {})})
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
     peft_config = None
     if full:
@@ -134,6 +140,7 @@ def train_adapter(
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=peft_config,
+        callbacks=callbacks,
     )
     trainer.train(resume_from_checkpoint=last_checkpoint(work_dir))
     history = [[h["step"], round(h["loss"], 4)] for h in trainer.state.log_history if "loss" in h]
