@@ -18,10 +18,14 @@ KEPT = "kept"
 SAMPLED_OUT = "length_biased_sampling"
 
 
-def length_biased_keep(lengths: list[int], rng: random.Random) -> list[bool]:
-    """keep[i] for each length. Ties keep input order (stable sort), so results are reproducible."""
+def length_biased_keep(lengths: list[int], rng: random.Random, ties: list[str] | None = None) -> list[bool]:
+    """keep[i] for each length. Equal lengths are ordered by `ties` (the ids) when given, else by input
+    order: items finish in any order, so only the ids make a decision independent of it."""
     n = len(lengths)
-    order = sorted(range(n), key=lengths.__getitem__)
+    if ties is not None:
+        order = sorted(range(n), key=lambda i: (lengths[i], ties[i]))
+    else:
+        order = sorted(range(n), key=lengths.__getitem__)
     keep = [False] * n
     for position, i in enumerate(order):
         r = 1.0 - position / n
@@ -38,7 +42,7 @@ def finalize_with_selection(partial: Path, final: Path, *, enabled: bool, seed: 
             ids.append(row["id"])
             lengths.append(int(row["words"]))
     if enabled:
-        decided = dict(zip(ids, length_biased_keep(lengths, random.Random(seed))))
+        decided = dict(zip(ids, length_biased_keep(lengths, random.Random(seed), ties=ids)))
     else:
         decided = dict.fromkeys(ids, True)
     counts: dict[str, int] = {}

@@ -84,3 +84,19 @@ def test_sft_rows_for_both_roles(ctx_factory):
     assert "Write it." in prompt
     kept_lines = sum(f"Answer line {i}." in prompt for i in range(40))
     assert 5 < kept_lines < 35  # about half of the answer's lines survive dropout at p = 0.5
+
+
+def test_selection_does_not_depend_on_the_order_items_finished(tmp_path):
+    """Items finish in any order; the same records in another order get the same verdicts."""
+    import json
+
+    rows = [{"id": f"a{i}", "words": 100 + (i % 5), "verdict": "passed"} for i in range(40)]
+    verdicts = []
+    for name, order in (("fwd", rows), ("rev", rows[::-1])):
+        partial = tmp_path / f"{name}.partial.jsonl"
+        partial.write_text("".join(json.dumps(r) + "\n" for r in order))
+        finalize_with_selection(partial, tmp_path / f"{name}.jsonl", enabled=True, seed=7)
+        out = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+        verdicts.append({r["id"]: r["verdict"] for r in out})
+    assert verdicts[0] == verdicts[1]
+    assert set(verdicts[0].values()) == {"kept", "length_biased_sampling"}
