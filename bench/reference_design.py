@@ -73,12 +73,12 @@ def reference_steps_1_2(config, engine, run_dir: Path, instructions: list[str], 
             for _ in range(config.extend.micro_iterations):
                 def stage1(job):
                     former = join_paragraphs(former_half(split_paragraphs(job["best"])))
-                    out = call(Request(extend_messages(job["query"], former), ctx.sampling(job["rng"]), adapter=ctx.extender))
+                    out = call(Request(extend_messages(job["query"], former), ctx.extend_sampling(job["rng"]), adapter=ctx.extender))
                     kept_paras = keep_leading_fraction(split_paragraphs(out.text), config.extend.stage1_keep)
                     job["prefill"] = stage2_prefill(join_paragraphs(kept_paras))
 
                 def stage2(job):
-                    out = call(Request(extend_messages(job["query"], job["best"]), ctx.sampling(job["rng"]),
+                    out = call(Request(extend_messages(job["query"], job["best"]), ctx.extend_sampling(job["rng"]),
                                        prefill=job["prefill"], adapter=ctx.extender))
                     result = job["prefill"] + out.text
                     words = count_words(result)

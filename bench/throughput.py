@@ -2,6 +2,7 @@
 
     python bench/throughput.py                             # engine.kind auto: llama-server if installed
     python bench/throughput.py --engine transformers --instructions 16 --json out.json
+    python bench/throughput.py --set generate.retries=2 --set extend.jobs_per_answer=1 --set extend.retries=2
 
 In one process, on the embedded model, on the same instructions:
  (b) pipeline: one round's Steps 1-2 on the project's stage code; every request is recorded;
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sizes", default="8,16,32", help="batch sizes / slots tried for the raw figure")
     ap.add_argument("--workers", type=int, default=16, help="threads of the reference design's pool")
     ap.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
+    ap.add_argument("--set", action="append", default=[], help="config override, as for `selflengthen run`")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
 
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def config_for(size):
         return load_config(args.config, [f"sampling.max_tokens={args.max_tokens}", "sampling.max_tokens_growth=1.0",
-                                         *overrides(kind, size)])
+                                         *args.set, *overrides(kind, size)])
 
     instructions = seed_instructions(args.instructions)
     fig: dict = {"engine": kind, "instructions": args.instructions, "max_tokens": args.max_tokens,

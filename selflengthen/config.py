@@ -220,6 +220,10 @@ class ExtendConfig(_Strict):
     stage1_keep: float = Field(
         2 / 3, gt=0.0, le=1.0, description="share of stage-1 paragraphs kept (its tail is often a hurried ending)"
     )
+    max_tokens_factor: float = Field(
+        1.0, ge=1.0, le=8.0,
+        description="the Extender's max new tokens = this x the round's max_tokens (an extension outgrows its answer)",
+    )
 
 
 class ChecksConfig(_Strict):

@@ -73,6 +73,11 @@ class RoundContext:
             seed=rng.randrange(2**31),
         )
 
+    def extend_sampling(self, rng: random.Random) -> SamplingParams:
+        """The Extender's sampling: the round's budget x extend.max_tokens_factor."""
+        factor = self.config.extend.max_tokens_factor
+        return self.sampling(rng, max_tokens=int(self.config.max_tokens_for_round(self.round) * factor))
+
     @property
     def max_in_flight(self) -> int:
         """Items kept running: enough to fill the engine's next batch (or all its server slots)."""

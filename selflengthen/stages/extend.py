@@ -43,12 +43,12 @@ async def micro_step(ctx: RoundContext, query: str, current: str, best_words: in
     """One two-stage extension of `current`. Returns the step's record."""
     former = join_paragraphs(former_half(split_paragraphs(current)))
     stage1 = await ctx.engine.generate(
-        Request(extend_messages(query, former), ctx.sampling(rng), adapter=ctx.extender, tag="stage1")
+        Request(extend_messages(query, former), ctx.extend_sampling(rng), adapter=ctx.extender, tag="stage1")
     )
     kept = join_paragraphs(keep_leading_fraction(split_paragraphs(stage1.text), ctx.config.extend.stage1_keep))
     prefill = stage2_prefill(kept)
     stage2 = await ctx.engine.generate(
-        Request(extend_messages(query, current), ctx.sampling(rng), prefill=prefill, adapter=ctx.extender, tag="stage2")
+        Request(extend_messages(query, current), ctx.extend_sampling(rng), prefill=prefill, adapter=ctx.extender, tag="stage2")
     )
     result = prefill + stage2.text
     words = count_words(result)

@@ -99,3 +99,13 @@ def test_extender_adapter_used_after_round_one(ctx_factory):
     ctx = ctx_factory(scripted(), ["extend.micro_iterations=1"])
     run(extend_answer(ctx, "a1-e0", ANSWER_REC))
     assert {r.adapter for r in ctx.engine.history} == {None}
+
+
+def test_extender_budget_is_the_rounds_times_the_factor(ctx_factory):
+    overrides = ["extend.micro_iterations=1", "sampling.max_tokens=400", "sampling.max_tokens_growth=1.5"]
+    ctx = ctx_factory(scripted(), [*overrides, "extend.max_tokens_factor=1.5"], k=2, roles={"extender"})
+    run(extend_answer(ctx, "a1-e0", ANSWER_REC))
+    assert {r.params.max_tokens for r in ctx.engine.history} == {900}  # 400 x 1.5 (round 2) x 1.5
+    ctx = ctx_factory(scripted(), overrides)
+    run(extend_answer(ctx, "a1-e0", ANSWER_REC))
+    assert {r.params.max_tokens for r in ctx.engine.history} == {400}  # factor 1: the paper's
