@@ -72,13 +72,11 @@ def resolve_auto(engine_config, model_config):
     """`engine.kind: auto`: llama.cpp's llama-server, managed by the run, where it is the faster engine
     (CPU, a GGUF base, the binary installed: about 2x transformers, docs/performance.md); else transformers."""
     from selflengthen.engines.server import llama_server_path
+    from selflengthen.model import pick_device
 
     gguf_base = model_config.base == "embedded" or bool(engine_config.server.gguf)
     have_server = bool(engine_config.server.binary) or llama_server_path() is not None
-    from selflengthen.model import pick_device
-
     if gguf_base and have_server and pick_device(model_config.device) == "cpu":
         server = engine_config.server.model_copy(update={"managed": True, "preset": "llama-server"})
         return engine_config.model_copy(update={"kind": "openai", "server": server})
     return engine_config.model_copy(update={"kind": "transformers"})
-
