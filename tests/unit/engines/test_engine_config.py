@@ -67,8 +67,6 @@ def test_llama_server_command_loads_adapters_in_one_comma_list():
     from selflengthen.errors import ConfigError
 
     cfg = ServerConfig(managed=True, preset="llama-server", binary=None, parallel=4, n_ctx=1000)
-    import pytest
-
     sh = "/bin/sh"
     cfg = cfg.model_copy(update={"binary": sh})
     argv = build_command(cfg, port=9, model="m", gguf="/b.gguf", lora_files=["/r/e.gguf", "/r/g.gguf"])
