@@ -105,8 +105,9 @@ def read_adapter_config(adapter_dir: Path) -> tuple[float, dict]:
     return alpha, cfg
 
 
-def convert_lora(adapter_dir: str | Path, base_gguf: str | Path, out: str | Path | None = None) -> Path:
-    """Write ADAPTER_DIR/adapter.gguf (or `out`) and return its path; reuse it when newer than the adapter."""
+def convert_lora(adapter_dir: str | Path, base_gguf: str | Path | BaseInfo, out: str | Path | None = None) -> Path:
+    """Write ADAPTER_DIR/adapter.gguf (or `out`) and return its path; reuse it when newer than the adapter.
+    `base_gguf` is the GGUF the server serves (or its BaseInfo, read once for both roles)."""
     import numpy as np
     from safetensors.numpy import load_file
 
