@@ -20,16 +20,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from round_steps import seed_instructions, steps_1_2  # noqa: E402
+from round_steps import engine_overrides, seed_instructions, steps_1_2  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
-
-
-def engine_overrides(kind: str, slots: int) -> list[str]:
-    if kind == "transformers":
-        return ["engine.kind=transformers", f"engine.batch_size={slots}"]
-    return ["engine.kind=openai", "engine.server.managed=true", "engine.server.preset=llama-server",
-            f"engine.server.parallel={slots}", "engine.server.n_ctx=4096", f"engine.batch_size={slots}"]
 
 
 def main(argv: list[str] | None = None) -> dict:

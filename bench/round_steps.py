@@ -33,6 +33,15 @@ def write_instructions(run_dir: Path, instructions: list[str]) -> None:
             f.write(json.dumps(row) + "\n")
 
 
+def engine_overrides(kind: str, slots: int) -> list[str]:
+    """Config overrides for one engine at `slots` sequences at once: transformers (batch size) or a
+    managed llama-server (parallel slots)."""
+    if kind == "transformers":
+        return ["engine.kind=transformers", f"engine.batch_size={slots}"]
+    return ["engine.kind=openai", "engine.server.managed=true", "engine.server.preset=llama-server",
+            f"engine.server.parallel={slots}", "engine.server.n_ctx=4096", f"engine.batch_size={slots}"]
+
+
 def completion_tokens(engine) -> int:
     return int(engine.stats.completion_tokens)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reference_design import reference_steps_1_2  # noqa: E402
-from round_steps import seed_instructions, steps_1_2, write_instructions  # noqa: E402
+from round_steps import engine_overrides, seed_instructions, steps_1_2, write_instructions  # noqa: E402
 
 ROOT = Path(__file__).parents[1]
 
@@ -47,13 +47,6 @@ class Recording:
 
     def __getattr__(self, name):
         return getattr(self.engine, name)
-
-
-def overrides(kind: str, size: int) -> list[str]:
-    if kind == "transformers":
-        return ["engine.kind=transformers", f"engine.batch_size={size}"]
-    return ["engine.kind=openai", "engine.server.managed=true", "engine.server.preset=llama-server",
-            f"engine.server.parallel={size}", f"engine.batch_size={size}", "engine.server.n_ctx=4096"]
 
 
 def raw_rate(engine, requests) -> tuple[float, int, float]:
@@ -91,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def config_for(size):
         return load_config(args.config, [f"sampling.max_tokens={args.max_tokens}", "sampling.max_tokens_growth=1.0",
-                                         *args.set, *overrides(kind, size)])
+                                         *args.set, *engine_overrides(kind, size)])
 
     instructions = seed_instructions(args.instructions)
     fig: dict = {"engine": kind, "instructions": args.instructions, "max_tokens": args.max_tokens,
