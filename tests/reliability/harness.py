@@ -347,6 +347,24 @@ def leftover_temporaries(run_dir: Path) -> list[Path]:
     return [p for p in Path(run_dir).rglob(".*.tmp*")]
 
 
+def _child_problems(children: list[dict], kept_parents: set[str], parent_field: str, letter: str, n: int,
+                    child: str, parent: str) -> list[str]:
+    """Children (answers, extensions) must be exactly n per kept parent, ids PARENT-<letter>J, each
+    naming its parent."""
+    problems = []
+    want = {f"{p}-{letter}{j}" for p in kept_parents for j in range(n)}
+    if {c["id"] for c in children} != want:
+        problems.append(
+            f"{child} ids {sorted(c['id'] for c in children)} are not kept {parent}s x {n}: {sorted(want)}"
+        )
+    problems += [
+        f"{child} {c['id']}: parent {c.get(parent_field)} is not a kept {parent}"
+        for c in children
+        if c.get(parent_field) not in kept_parents or not c["id"].startswith(c[parent_field])
+    ]
+    return problems
+
+
 def check_complete(run_dir: Path, cfg: dict, expected_instruction_ids: set[str] | None = None) -> list[str]:
     """Problems in a finished round-1: ids, parents, summary against the records, adapters, no leftovers."""
     r = _r(run_dir)
@@ -375,29 +393,11 @@ def check_complete(run_dir: Path, cfg: dict, expected_instruction_ids: set[str] 
             f"clean run's {sorted(expected_instruction_ids)}"
         )
     kept_ins = {x["id"] for x in ins if x.get("verdict") == "kept"}
-    n = cfg["generate"]["samples_per_instruction"]
-    want = {f"{i}-a{j}" for i in kept_ins for j in range(n)}
-    if {a["id"] for a in ans} != want:
-        problems.append(
-            f"answer ids {sorted(a['id'] for a in ans)} are not kept instructions x {n}: {sorted(want)}"
-        )
-    problems += [
-        f"answer {a['id']}: parent {a.get('instruction_id')} is not a kept instruction"
-        for a in ans
-        if a.get("instruction_id") not in kept_ins or not a["id"].startswith(a["instruction_id"])
-    ]
+    problems += _child_problems(ans, kept_ins, "instruction_id", "a", cfg["generate"]["samples_per_instruction"],
+                                "answer", "instruction")
     kept_ans = {a["id"] for a in ans if a.get("verdict") == "kept"}
-    jobs = cfg["extend"]["jobs_per_answer"]
-    want = {f"{a}-e{j}" for a in kept_ans for j in range(jobs)}
-    if {e["id"] for e in ext} != want:
-        problems.append(
-            f"extension ids {sorted(e['id'] for e in ext)} are not kept answers x {jobs}: {sorted(want)}"
-        )
-    problems += [
-        f"extension {e['id']}: parent {e.get('answer_id')} is not a kept answer"
-        for e in ext
-        if e.get("answer_id") not in kept_ans or not e["id"].startswith(e["answer_id"])
-    ]
+    problems += _child_problems(ext, kept_ans, "answer_id", "e", cfg["extend"]["jobs_per_answer"],
+                                "extension", "answer")
     kept_ext = {e["id"] for e in ext if e.get("verdict") == "kept"}
     for role in ROLES:
         if {row["id"] for row in files[f"sft/{role}.jsonl"]} != kept_ext:
