@@ -150,6 +150,9 @@ class ServerConfig(_Strict):
         True, description="stop the server while the run trains (frees GPU memory); it restarts for the next round"
     )
     log_file: str | None = Field(None, description="server log; None = RUN_DIR/logs/server.log")
+    max_restarts: int = Field(
+        3, ge=0, description="times a server that exits by itself (a crash) is started again before the run stops"
+    )
 
 
 class RayEngineConfig(_Strict):

@@ -21,7 +21,7 @@ import email.utils
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +131,9 @@ class Dispatcher:
         self._failures_in_row = 0
         self._last_success = time.monotonic()
         self.broken: str | None = None  # set once the engine gave up on the servers
+        # A managed server's owner sets this: after a connection failure it restarts a server that
+        # has died and returns True (retry at once), or returns False (nothing of ours to restart).
+        self.revive: Callable[[], Awaitable[bool]] | None = None
 
     # ------------------------------------------------------------------ per event loop state
 
@@ -230,13 +233,18 @@ class Dispatcher:
                 ) from None
             except Retryable as exc:
                 last = f"{endpoint.url}: {exc}"
-                self._on_failure(endpoint, exc)
-                avoid, retry_after = endpoint.url, exc.retry_after
+                failure = exc
             else:
                 self._on_success(endpoint)
                 return data
             finally:
                 self._release(endpoint)
+            if failure.kind == "connection" and self.revive is not None and await self.revive():
+                self.stats.retries += 1
+                log.info("retrying %s at once: its server had died and was started again", tag or path)
+                continue
+            self._on_failure(endpoint, failure)
+            avoid, retry_after = endpoint.url, failure.retry_after
             if attempt == cfg.max_retries:
                 break
             # Fail over to another healthy replica at once; back off when there is none.

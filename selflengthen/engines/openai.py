@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from typing import Any
 from selflengthen.engines.base import Request, Result, cut_at_stop, render_prompt
 from selflengthen.engines.dispatch import Dispatcher
 from selflengthen.errors import ConfigError, EngineError
+
+log = logging.getLogger(__name__)
 
 
 def adapter_served_name(role: str, path: str | Path) -> str:
@@ -86,6 +89,8 @@ class OpenAIEngine:
         self.server = server  # a ManagedServer we own and stop in close(), or None
         self._key = self._read_key(config.api_key_env)
         self.dispatch = Dispatcher(config, list(urls), headers=self._headers(), scrub=self.scrub)
+        if server is not None:
+            self.dispatch.revive = self._revive
         # Our prompt already holds the template's special tokens; a vLLM server would add a second
         # BOS for tokenizers that add one (Llama 3): tell it not to.
         self._no_special = (
@@ -96,6 +101,8 @@ class OpenAIEngine:
         self._adapter_paths: dict[str, str] = {}  # role -> adapter dir loaded at run time
         self._model_lock: asyncio.Lock | None = None
         self._restart_lock: asyncio.Lock | None = None
+        self.restarts = 0  # times the managed server died and was started again
+        self._starts = 0  # starts by _revive, so a request that waited on the lock sees it happened
 
     @property
     def stats(self):
@@ -163,9 +170,7 @@ class OpenAIEngine:
         if self.dispatch.ensure_loop() or self._model_lock is None:
             self._model_lock, self._restart_lock = asyncio.Lock(), asyncio.Lock()
         if self.server is not None and not self.server.is_running():
-            assert self._restart_lock is not None
-            async with self._restart_lock:  # one restart, whatever the number of waiting requests
-                await asyncio.to_thread(self._ensure_server)
+            await self._revive()
         if request.adapter is not None and request.adapter not in self.routes:
             raise EngineError(f"no adapter loaded for role '{request.adapter}' (call set_adapters first)")
         model = await self._served_model(request.adapter)
@@ -341,6 +346,47 @@ class OpenAIEngine:
         we do not manage is left alone."""
         if self.server is not None and self.server.config.stop_for_training and self.server.is_running():
             self.server.stop()
+
+    async def _revive(self) -> bool:
+        """Start the managed server again if it is not running: after `suspend`, or after it died
+        (a crash: counted against `engine.server.max_restarts`, warned about with its log's end).
+        True when a server is running afterwards; False when there is none of ours to start."""
+        if self.server is None:
+            return False
+        if self._restart_lock is None:
+            self._restart_lock = asyncio.Lock()
+        seen = self._starts
+        async with self._restart_lock:  # one restart, whatever the number of waiting requests
+            if self._starts != seen:
+                return True  # another request restarted it meanwhile
+            # A dying server closes its socket a moment before it can be reaped: give it that moment.
+            # One that is still up after it is alive and merely refused us (normal backoff applies).
+            for _ in range(40):
+                if not self.server.is_running():
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                return False
+            status = self.server.crashed()
+            if status is not None:
+                self.restarts += 1
+                limit = self.server.config.max_restarts
+                tail = self.server.log_tail(12)
+                if self.restarts > limit:
+                    self.dispatch.broken = (
+                        f"the managed server exited by itself (status {status}) for the {self.restarts}th "
+                        f"time, more than engine.server.max_restarts = {limit}; its log "
+                        f"({self.server.log_path}) ends:\n{tail}"
+                    )
+                    return False
+                log.warning(
+                    "the managed server exited by itself (status %s); starting it again (%d of at most %d). "
+                    "Its log (%s) ends:\n%s",
+                    status, self.restarts, limit, self.server.log_path, tail,
+                )
+            await asyncio.to_thread(self._ensure_server)
+            self._starts += 1
+            return True
 
     def _ensure_server(self) -> None:
         """Restart a suspended managed server and reload the adapters it served."""

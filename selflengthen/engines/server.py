@@ -22,6 +22,7 @@ llama-cpp-python preset has no adapter support at run time.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shlex
 import signal
@@ -31,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,6 +251,17 @@ def llama_server_path() -> str | None:
         return None
 
 
+_SPAWNER: ThreadPoolExecutor | None = None
+
+
+def _spawner() -> ThreadPoolExecutor:
+    """One thread that lives as long as the process, for starting servers off the main thread."""
+    global _SPAWNER
+    if _SPAWNER is None:
+        _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selflengthen-server-start")
+    return _SPAWNER
+
+
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child
     """Linux: the server gets SIGTERM when the process that started it dies (even by SIGKILL)."""
     try:
@@ -343,22 +356,32 @@ class ManagedServer:
         """Start the server and wait until GET /v1/models answers 200. Returns the base URL."""
         if self.process is not None and self.process.poll() is None:
             return self.base_url
+        if self.process is not None:  # it exited by itself: close its log before a new one opens
+            self.stop()
         self.argv = self.command(lora_modules)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed in stop()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         self._log_file.write(f"\n# {stamp} selflengthen starts: {shlex.join(self.argv)}\n".encode())
         env = {**os.environ, **self.preset.env, **self.config.env}
+        popen = functools.partial(
+            subprocess.Popen,
+            self.argv,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # its own process group: we stop the server and all its workers
+            preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+        )
         try:
-            self.process = subprocess.Popen(
-                self.argv,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,  # its own process group: we stop the server and all its workers
-                preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None,  # noqa: PLW1509
-            )
+            # The death signal fires when the *thread* that forked the server exits, not the process.
+            # A restart from an asyncio.to_thread worker would be killed when that asyncio.run ends
+            # (its executor's threads exit), so off the main thread one long-lived thread forks.
+            if threading.current_thread() is threading.main_thread():
+                self.process = popen()
+            else:
+                self.process = _spawner().submit(popen).result()
         except OSError as exc:
             self._close_log()
             raise EngineError(f"cannot start the server `{self.argv[0]}`: {exc}") from None
@@ -399,18 +422,22 @@ class ManagedServer:
     def is_running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def crashed(self) -> int | None:
+        """The exit status of a server that exited while we still held it (None: running, or stopped by us)."""
+        return None if self.process is None else self.process.poll()
+
     def stop(self) -> int | None:
         """SIGTERM to the server's process group, SIGKILL after stop_timeout_s. Safe to call twice."""
         with self._lock:
             process, self.process = self.process, None
             code = None
             if process is not None:
+                by_itself = process.poll() is not None  # it had already exited: a crash, not our stop
                 code = _terminate_group(process, self.config.stop_timeout_s)
                 if self._log_file is not None and not self._log_file.closed:
                     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-                    self._log_file.write(
-                        f"# {stamp} selflengthen stopped the server (status {code})\n".encode()
-                    )
+                    what = "found the server exited by itself" if by_itself else "stopped the server"
+                    self._log_file.write(f"# {stamp} selflengthen {what} (status {code})\n".encode())
             self._close_log()
             self._restore_sigterm()
             try:

@@ -94,6 +94,7 @@ def test_server_config_is_strict():
 def fake_config(tmp_path, mode="ok", **kw) -> ServerConfig:
     extra = f" --pidfile {tmp_path / 'pids'}" if kw.pop("pidfile", False) else ""
     extra += f" --record {tmp_path / 'posts'}" if kw.pop("record", False) else ""
+    extra += f" --die-on-post {kw.pop('die_on_post')}" if "die_on_post" in kw else ""
     return ServerConfig(
         managed=True,
         command=f"{{python}} {FAKE} --port {{port}} --mode {mode}{extra}",
@@ -279,6 +280,70 @@ def test_suspend_for_training_then_restart_with_the_adapters(tmp_path):
     loads = [(int(pid), body) for pid, path, body in posts if path == "/v1/load_lora_adapter"]
     assert [pid for pid, _ in loads] == [first_pid, second_pid]  # the new server got the adapter again
     assert loads[0][1] == loads[1][1] and str(adapter.resolve()) in loads[0][1]
+
+
+def chat_engine(tmp_path, **server):
+    engine_config = EngineConfig.model_validate(
+        {
+            "kind": "openai",
+            # fast backoff: a test of restarts must not wait on the production retry schedule
+            "openai": {"mode": "chat", "lora_api": "none", "backoff_initial_s": 0.05, "backoff_max_s": 0.2},
+            "server": fake_config(tmp_path, **server).model_dump(),
+        }
+    )
+    return create_engine(engine_config, ModelConfig(), run_dir=tmp_path)
+
+
+HI = Request(messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_server_that_dies_mid_request_is_started_again(tmp_path, caplog):
+    """Each fake server answers one request and crashes on its second: five requests need four restarts,
+    each one warned about with the log's end, and every request still gets its answer."""
+    engine = chat_engine(tmp_path, die_on_post=2, max_restarts=4)
+    try:
+
+        async def five():
+            return [(await engine.generate(HI)).text for _ in range(5)]
+
+        with caplog.at_level("WARNING", logger="selflengthen.engines.openai"):
+            assert asyncio.run(five()) == ["served."] * 5
+        assert engine.restarts == 4 and engine.server.is_running()
+    finally:
+        engine.close()
+    log = (tmp_path / "logs" / "server.log").read_text()
+    assert log.count("selflengthen found the server exited by itself (status 9)") == 4
+    assert log.count("selflengthen starts:") == 5
+    warnings = [r.getMessage() for r in caplog.records if "exited by itself" in r.getMessage()]
+    assert len(warnings) == 4 and "segmentation fault (simulated)" in warnings[0]
+
+
+def test_a_server_that_keeps_dying_stops_the_run_with_its_log(tmp_path):
+    engine = chat_engine(tmp_path, die_on_post=1, max_restarts=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(EngineError, match=r"(?s)more than engine.server.max_restarts = 1.*segmentation fault"):
+            asyncio.run(engine.generate(HI))
+    finally:
+        engine.close()
+    assert engine.restarts == 2 and time.monotonic() - started < 60
+
+
+def test_a_server_restarted_off_the_main_thread_outlives_that_thread(tmp_path):
+    """Stages run one asyncio.run each, and a restart runs in an asyncio.to_thread worker that exits
+    when its asyncio.run ends. The server's death signal follows the thread that forked it, so the
+    server must not be forked from that worker."""
+    engine = chat_engine(tmp_path)
+    try:
+        engine.suspend()
+        assert asyncio.run(engine.generate(HI)).text == "served."  # restarted from a worker thread
+        pid = engine.server.process.pid
+        time.sleep(1.0)  # the worker is gone by now; a death signal would have arrived
+        assert engine.server.is_running() and alive(pid)
+        assert asyncio.run(engine.generate(HI)).text == "served." and engine.server.process.pid == pid
+        assert engine.restarts == 0
+    finally:
+        engine.close()
 
 
 def test_a_presets_dialect_reaches_the_engine(tmp_path):
