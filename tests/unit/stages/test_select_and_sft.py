@@ -100,3 +100,40 @@ def test_selection_does_not_depend_on_the_order_items_finished(tmp_path):
         verdicts.append({r["id"]: r["verdict"] for r in out})
     assert verdicts[0] == verdicts[1]
     assert set(verdicts[0].values()) == {"kept", "length_biased_sampling"}
+
+
+def test_selection_from_the_file_follows_the_rule_exactly(tmp_path):
+    """The compact file path ranks by (length, id hash) and draws like length_biased_keep."""
+    import json
+
+    from selflengthen.stages.select import id_hash
+
+    rows = [{"id": f"r1-ins-{i:05d}-a0", "words": (i * 37) % 23, "verdict": "passed"} for i in range(300)]
+    rows[5]["verdict"] = "truncated"
+    partial, final = tmp_path / "p.jsonl", tmp_path / "f.jsonl"
+    partial.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    finalize_with_selection(partial, final, enabled=True, seed=11)
+    got = {r["id"]: r["verdict"] for r in read_jsonl(final)}
+    passed = [r for r in rows if r["verdict"] == "passed"]
+    want = length_biased_keep(
+        [r["words"] for r in passed], random.Random(11), ties=[id_hash(r["id"]) for r in passed]
+    )
+    assert [got[r["id"]] == "kept" for r in passed] == want
+    assert got[rows[5]["id"]] == "truncated"
+
+
+def test_hash_collisions_never_drop_a_record(tmp_path, monkeypatch):
+    """Every id hashing alike: duplicates are still found by their ids, and distinct ids all stay."""
+    import json
+
+    from selflengthen.stages import select
+
+    monkeypatch.setattr(select, "id_hash", lambda item_id: 42)
+    rows = [{"id": f"x{i}", "words": i, "verdict": "passed"} for i in range(20)]
+    rows += [rows[3], rows[7]]  # two lines appended twice
+    partial, final = tmp_path / "p.jsonl", tmp_path / "f.jsonl"
+    partial.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    counts = finalize_with_selection(partial, final, enabled=True, seed=3)
+    out = [r["id"] for r in read_jsonl(final)]
+    assert out == [f"x{i}" for i in range(20)]
+    assert counts["kept"] + counts["length_biased_sampling"] == 20
