@@ -1,12 +1,17 @@
 """Steps 1-2 driven the way the paper's reference code drives them, for a side-by-side figure.
 
-A thread pool of `workers` threads; each thread sends one blocking request at a time; every
-stage waits for its last item before the next stage starts: Step 1 (answers, with their
-retries) -> selection -> for each extension try: stage 1 for every open job -> stage 2 for
-every open job -> checks -> the failed jobs try again. Same prompts, sampling, checks and
-selection as the project's stages (their helpers are reused), same engine: only the driving
-differs. Our stages instead keep items in flight and chain each job's stage 2 right after its
-own stage 1, so the engine never idles at a stage's tail.
+What the reference scripts do (QwenLM/Self-Lengthen, qwen/step1_gen_initial_responses.py and
+qwen/step2_ext_responses.py; facts read from them, no code taken):
+  Step 1  a pool of 32 threads; each thread takes one (instruction, sample) item and sends blocking
+          requests until an answer passes the checks or its retries run out; the script waits for
+          the items (it stops at 95% of them; here every item finishes, so both runs do the same work).
+  between a separate script: selection starts only when Step 1 has ended (a stage barrier).
+  Step 2  a pool of 16 threads; each thread takes one extension job and runs it alone, start to end:
+          per try, the micro-iterations one after the other, each a blocking stage-1 call then a
+          blocking stage-2 call, then the 1.2 x rule; a failed job tries again from the answer.
+So at most 32, then 16, requests are in flight, however many the server could take, and Step 2
+waits for Step 1's slowest item. Same prompts, sampling, checks and selection as the project's
+stages (their helpers are reused), same engine: only the driving differs.
 """
 
 from __future__ import annotations
@@ -42,17 +47,21 @@ class BlockingClient:
         self.thread.join()
 
 
-def reference_steps_1_2(config, engine, run_dir: Path, instructions: list[str], workers: int) -> dict:
-    """Returns counts like the pipeline's (answers kept, extensions kept)."""
+def reference_steps_1_2(
+    config, engine, run_dir: Path, instructions: list[str], workers: tuple[int, int] = (32, 16)
+) -> dict:
+    """`workers` = (Step 1 threads, Step 2 threads): the reference scripts' defaults. Returns counts
+    like the pipeline's (answers kept, extensions passed)."""
     import random
 
     ctx = RoundContext.for_round(config, engine, run_dir, 1)
     call = BlockingClient(engine)
-    pool = ThreadPoolExecutor(max_workers=workers)
+    answer_pool = ThreadPoolExecutor(max_workers=workers[0])
+    extend_pool = ThreadPoolExecutor(max_workers=workers[1])
     try:
-        def answer(i_text):
-            i, text = i_text
-            rng = ctx.rng("generate", f"ref-{i}")
+        def answer(item):
+            i, sample, text = item
+            rng = ctx.rng("generate", f"ref-{i}-{sample}")
             for _ in range(config.generate.retries):
                 r = call(Request([{"role": "user", "content": text}], ctx.sampling(rng), adapter=ctx.generator))
                 reply = r.text.strip()
@@ -60,37 +69,34 @@ def reference_steps_1_2(config, engine, run_dir: Path, instructions: list[str], 
                     return {"query": text, "text": reply, "words": count_words(reply)}
             return None
 
-        answers = [a for a in pool.map(answer, enumerate(instructions)) if a is not None]  # stage barrier
+        items = [(i, s, text) for i, text in enumerate(instructions) for s in range(config.generate.samples_per_instruction)]
+        answers = [a for a in answer_pool.map(answer, items) if a is not None]  # Step 1 ends: a barrier
         keep = length_biased_keep([a["words"] for a in answers], random.Random(config.seed))
-        jobs = [dict(a, id=f"{n}-{j}", rng=ctx.rng("extend", f"ref-{n}-{j}"), best=a["text"], best_words=a["words"])
-                for n, a in enumerate(a for a, k in zip(answers, keep) if k) for j in range(config.extend.jobs_per_answer)]
-        kept = 0
-        for _ in range(config.extend.retries):
-            if not jobs:
-                break
-            for job in jobs:
-                job["best"], job["best_words"] = job["text"], job["words"]
-            for _ in range(config.extend.micro_iterations):
-                def stage1(job):
-                    former = join_paragraphs(former_half(split_paragraphs(job["best"])))
-                    out = call(Request(extend_messages(job["query"], former), ctx.extend_sampling(job["rng"]), adapter=ctx.extender))
-                    kept_paras = keep_leading_fraction(split_paragraphs(out.text), config.extend.stage1_keep)
-                    job["prefill"] = stage2_prefill(join_paragraphs(kept_paras))
 
-                def stage2(job):
-                    out = call(Request(extend_messages(job["query"], job["best"]), ctx.extend_sampling(job["rng"]),
-                                       prefill=job["prefill"], adapter=ctx.extender))
-                    result = job["prefill"] + out.text
+        def extend_job(job):
+            """One job, alone on its thread: every try, every micro-iteration, both stages, in turn."""
+            rng = ctx.rng("extend", f"ref-{job['n']}-{job['j']}")
+            for _ in range(config.extend.retries):
+                best, best_words = job["text"], job["words"]
+                for _ in range(config.extend.micro_iterations):
+                    former = join_paragraphs(former_half(split_paragraphs(best)))
+                    out = call(Request(extend_messages(job["query"], former), ctx.extend_sampling(rng), adapter=ctx.extender))
+                    prefill = stage2_prefill(join_paragraphs(keep_leading_fraction(split_paragraphs(out.text), config.extend.stage1_keep)))
+                    out = call(Request(extend_messages(job["query"], best), ctx.extend_sampling(rng), prefill=prefill,
+                                       adapter=ctx.extender))
+                    result = prefill + out.text
                     words = count_words(result)
-                    if check_text(result, out.finish_reason, ctx.checks) is None and words > job["best_words"]:
-                        job["best"], job["best_words"] = result, words
+                    if check_text(result, out.finish_reason, ctx.checks) is None and words > best_words:
+                        best, best_words = result, words
+                if best_words > config.extend.min_ratio * job["words"]:
+                    return True
+            return False
 
-                list(pool.map(stage1, jobs))  # stage barrier
-                list(pool.map(stage2, jobs))  # stage barrier
-            done = [j for j in jobs if j["best_words"] > config.extend.min_ratio * j["words"]]
-            kept += len(done)
-            jobs = [j for j in jobs if j not in done]
-        return {"answers_kept": sum(keep), "extensions_passed": kept}
+        kept_answers = [a for a, k in zip(answers, keep) if k]
+        jobs = [dict(a, n=n, j=j) for n, a in enumerate(kept_answers) for j in range(config.extend.jobs_per_answer)]
+        passed = sum(extend_pool.map(extend_job, jobs))
+        return {"answers_kept": len(kept_answers), "extensions_passed": passed}
     finally:
-        pool.shutdown()
+        answer_pool.shutdown()
+        extend_pool.shutdown()
         call.close()

@@ -1,6 +1,6 @@
 """bench/throughput.py and bench/engines.py at tiny sizes on the real embedded model: every figure is
 measured (tokens > 0), the raw replay sends exactly the pipeline's requests, and the reference
-design's stage barriers really hold (no stage-2 request before the last stage-1 one)."""
+design drives like the reference scripts (a barrier after Step 1, then one thread per job)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ pytestmark = [
 def test_throughput_bench_tiny(tmp_path):
     throughput = load_bench("throughput")
     fig = throughput.main(["--engine", "transformers", "--instructions", "3", "--max-tokens", "24", "--size", "4",
-                           "--sizes", "2,4", "--workers", "3", "--json", str(tmp_path / "t.json")])
+                           "--sizes", "2,4", "--workers", "3,2", "--json", str(tmp_path / "t.json")])
     assert json.loads((tmp_path / "t.json").read_text())["utilization"] == fig["utilization"]
     assert fig["pipeline"]["tokens"] > 0 and fig["reference"]["tokens"] > 0
     assert set(fig["raw"]) == {2, 4}
@@ -30,8 +30,9 @@ def test_throughput_bench_tiny(tmp_path):
     assert 0 < fig["utilization"] and 0 < fig["speedup_vs_reference"]
 
 
-def test_reference_design_waits_for_each_stage(tmp_path):
-    """With a scripted engine: every stage-1 request of an extension try precedes every stage-2 request."""
+def test_reference_design_drives_like_the_reference_scripts(tmp_path):
+    """With a scripted engine: Step 2 starts after Step 1's last answer, and one Step 2 thread runs
+    each job start to end (stage 1 then stage 2, per micro-iteration) before the next job."""
     from selflengthen.config import load_config
     from selflengthen.engines.base import Result
 
@@ -54,11 +55,11 @@ def test_reference_design_waits_for_each_stage(tmp_path):
             return Result(text=text, finish_reason="stop", completion_tokens=10)
 
     config = load_config(None, ["extend.retries=1", "extend.jobs_per_answer=1", "extend.micro_iterations=2",
-                                "generate.retries=1", "checks.meta_words=[]"])
+                                "generate.retries=1", "generate.samples_per_instruction=1", "checks.meta_words=[]"])
     instructions = round_steps.seed_instructions(6)
     round_steps.write_instructions(tmp_path, instructions)
-    counts = reference.reference_steps_1_2(config, Scripted(), tmp_path, instructions, workers=3)
+    counts = reference.reference_steps_1_2(config, Scripted(), tmp_path, instructions, workers=(3, 1))
     jobs = counts["answers_kept"]
     assert jobs > 0
-    # each stage waits for its last item: all answers, then per micro-step all stage 1, then all stage 2
-    assert order == ["answer"] * 6 + (["stage1"] * jobs + ["stage2"] * jobs) * 2
+    # all answers first (the barrier); then each job alone: (stage 1, stage 2) per micro-iteration
+    assert order == ["answer"] * 6 + ["stage1", "stage2"] * 2 * jobs
