@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from selflengthen.config import load_config
     from selflengthen.engines import create_engine
-    from selflengthen.engines.server import llama_server_path
+    from selflengthen.engines.presets import llama_server_path
 
     kind = args.engine
     if kind == "auto":

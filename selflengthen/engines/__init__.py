@@ -71,7 +71,7 @@ def create_engine(
 def resolve_auto(engine_config, model_config):
     """`engine.kind: auto`: llama.cpp's llama-server, managed by the run, where it is the faster engine
     (CPU, a GGUF base, the binary installed: about 2x transformers, docs/performance.md); else transformers."""
-    from selflengthen.engines.server import llama_server_path
+    from selflengthen.engines.presets import llama_server_path
     from selflengthen.model import pick_device
 
     gguf_base = model_config.base == "embedded" or bool(engine_config.server.gguf)

@@ -301,7 +301,7 @@ class OpenAIEngine:
             self.routes[role] = name
             self._adapter_paths[role] = str(Path(path).resolve())
             if old and old not in self.routes.values():
-                from selflengthen.engines.server import unload_lora
+                from selflengthen.engines.lora_loading import unload_lora
 
                 for e in self.endpoints:
                     unload_lora(e.url, old, api=self.lora_api, headers=self._headers())
@@ -325,7 +325,7 @@ class OpenAIEngine:
         self.routes = {role: adapter_served_name(role, paths[role]) for role in roles}
 
     def _load(self, name: str, path: str) -> None:
-        from selflengthen.engines.server import load_lora
+        from selflengthen.engines.lora_loading import load_lora
 
         for e in self.endpoints:
             load_lora(

@@ -24,7 +24,7 @@ SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
 
 @pytest.fixture(scope="module", autouse=True)
 def llama_server():
-    from selflengthen.engines.server import llama_server_path
+    from selflengthen.engines.presets import llama_server_path
 
     path = llama_server_path()
     if path is None:

@@ -48,22 +48,22 @@ def test_unknown_engine_keys_suggest_the_closest_name(tmp_path):
 def test_engine_auto_picks_llama_server_only_where_it_is_the_faster_engine(monkeypatch):
     from selflengthen.config import EngineConfig, ModelConfig
     from selflengthen.engines import resolve_auto
-    from selflengthen.engines import server as server_module
+    from selflengthen.engines import presets
 
-    monkeypatch.setattr(server_module, "llama_server_path", lambda: "/opt/llama-server")
+    monkeypatch.setattr(presets, "llama_server_path", lambda: "/opt/llama-server")
     cpu = ModelConfig(base="embedded", device="cpu")
     picked = resolve_auto(EngineConfig(kind="auto"), cpu)
     assert (picked.kind, picked.server.managed, picked.server.preset) == ("openai", True, "llama-server")
     # a GPU, a base that is no GGUF, or no binary: transformers
     assert resolve_auto(EngineConfig(kind="auto"), ModelConfig(base="embedded", device="cuda")).kind == "transformers"
     assert resolve_auto(EngineConfig(kind="auto"), ModelConfig(base="/models/qwen", device="cpu")).kind == "transformers"
-    monkeypatch.setattr(server_module, "llama_server_path", lambda: None)
+    monkeypatch.setattr(presets, "llama_server_path", lambda: None)
     assert resolve_auto(EngineConfig(kind="auto"), cpu).kind == "transformers"
 
 
 def test_llama_server_command_loads_adapters_in_one_comma_list():
     from selflengthen.config import ServerConfig
-    from selflengthen.engines.server import build_command
+    from selflengthen.engines.presets import build_command
     from selflengthen.errors import ConfigError
 
     cfg = ServerConfig(managed=True, preset="llama-server", binary=None, parallel=4, n_ctx=1000)

@@ -18,7 +18,9 @@ import pytest
 from selflengthen.config import EngineConfig, ModelConfig, ServerConfig
 from selflengthen.engines import create_engine
 from selflengthen.engines.base import Request
-from selflengthen.engines.server import ManagedServer, build_command, load_lora, unload_lora
+from selflengthen.engines.lora_loading import load_lora, unload_lora
+from selflengthen.engines.presets import build_command
+from selflengthen.engines.server import ManagedServer
 from selflengthen.errors import ConfigError, EngineError
 from tests.unit.engines.httpfake import FakeServer, Reply
 
