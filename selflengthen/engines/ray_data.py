@@ -17,12 +17,11 @@ The functions that build the processor config and rows are pure and unit-tested 
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from selflengthen.engines.base import Request, Result, SamplingParams, cut_at_stop, render_prompt
+from selflengthen.engines.batching import BatchingQueue, Pending
 from selflengthen.errors import ConfigError, EngineError
 
 INDEX = "selflengthen_index"  # a column that carries each row's place in the job
@@ -109,13 +108,6 @@ def build_processor(ray_config: Any, model_source: str) -> Any:
     return ray_build_processor(config)
 
 
-@dataclass
-class _Pending:
-    request: Request
-    prompt: str
-    future: asyncio.Future
-
-
 class RayDataEngine:
     """The Engine protocol over Ray Data jobs (one job per gathered set of requests)."""
 
@@ -136,9 +128,14 @@ class RayDataEngine:
         self._processor = processor
         self._ray_ready = processor is not None
         self._adapters: dict[str, str] = {}
-        self._pending: list[_Pending] = []
-        self._worker: asyncio.Task | None = None
-        self._wake: asyncio.Event | None = None
+        # A job is the first `job_size` requests waiting, in arrival order (vLLM groups them itself).
+        self.queue = BatchingQueue(
+            lambda pending, size: pending[:size],
+            self._run_job,
+            size=self.config.job_size,
+            wait_s=self.config.job_wait_s,
+            failure="Ray Data job failed",
+        )
         self.jobs = 0
 
     def set_adapters(self, adapters: dict[str, str]) -> None:
@@ -151,49 +148,15 @@ class RayDataEngine:
     async def generate(self, request: Request) -> Result:
         if request.adapter is not None and request.adapter not in self._adapters:
             raise EngineError(f"no adapter loaded for role '{request.adapter}'")
-        loop = asyncio.get_running_loop()
-        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
-            self._pending = []
-            self._wake = asyncio.Event()
-            self._worker = loop.create_task(self._run_worker())
-        item = _Pending(
-            request, render_prompt(self.tokenizer, request.messages, request.prefill), loop.create_future()
-        )
-        self._pending.append(item)
-        assert self._wake is not None
-        self._wake.set()
-        return await item.future
+        return await self.queue.submit(request, render_prompt(self.tokenizer, request.messages, request.prefill))
 
-    async def _run_worker(self) -> None:
-        assert self._wake is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                if len(self._pending) < self.config.job_size and self.config.job_wait_s > 0:
-                    await asyncio.sleep(self.config.job_wait_s)  # let finished items send their next request
-                job, self._pending = (
-                    self._pending[: self.config.job_size],
-                    self._pending[self.config.job_size :],
-                )
-                try:
-                    results = await asyncio.to_thread(self._run_job, job)
-                except Exception as exc:  # a failed job fails its requests, not the worker
-                    for p in job:
-                        if not p.future.done():
-                            p.future.set_exception(EngineError(f"Ray Data job failed: {exc}"))
-                    continue
-                for p, r in zip(job, results, strict=True):
-                    if not p.future.done():
-                        p.future.set_result(r)
-
-    def rows(self, job: list[_Pending]) -> list[dict[str, Any]]:
+    def rows(self, job: list[Pending]) -> list[dict[str, Any]]:
         return [
             request_row(i, p.prompt, p.request.params, self._adapters.get(p.request.adapter or ""))
             for i, p in enumerate(job)
         ]
 
-    def _run_job(self, job: list[_Pending]) -> list[Result]:
+    def _run_job(self, job: list[Pending]) -> list[Result]:
         processor = self._get_processor()
         import ray
 
@@ -219,6 +182,4 @@ class RayDataEngine:
         return self._processor
 
     def close(self) -> None:
-        if self._worker is not None and not self._worker.done():
-            self._worker.cancel()
-        self._worker = None
+        self.queue.close()

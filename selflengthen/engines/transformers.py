@@ -10,22 +10,14 @@ tokens/s one sequence at a time, ~160 at batch 32 (DESIGN.md section 3).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from selflengthen.engines.base import Request, Result, render_prompt
+from selflengthen.engines.batching import BatchingQueue, Pending
 from selflengthen.errors import ConfigError, EngineError
-
-
-@dataclass
-class _Pending:
-    request: Request
-    prompt: str
-    future: asyncio.Future
-    order: int
 
 
 @dataclass
@@ -69,10 +61,10 @@ class TransformersEngine:
         self._adapters: dict[str, str] = {}  # role -> PEFT adapter name currently loaded
         self._paths: dict[str, str] = {}
         self._serial = itertools.count(1)
-        self._pending: list[_Pending] = []
-        self._order = itertools.count()
-        self._worker: asyncio.Task | None = None
-        self._wake: asyncio.Event | None = None
+        self._order = itertools.count()  # seeds for requests that bring none
+        self.queue = BatchingQueue(
+            take_batch, self._run_batch, size=self.batch_size, wait_s=self.batch_wait, failure="generation failed"
+        )
         self.stats = EngineStats()
 
     # ------------------------------------------------------------------ adapters
@@ -109,54 +101,11 @@ class TransformersEngine:
     async def generate(self, request: Request) -> Result:
         if request.adapter is not None and request.adapter not in self._adapters:
             raise EngineError(f"no adapter loaded for role '{request.adapter}'")
-        loop = asyncio.get_running_loop()
-        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
-            self._pending = []
-            self._wake = asyncio.Event()
-            self._worker = loop.create_task(self._run_worker())
-        prompt = render_prompt(self.tokenizer, request.messages, request.prefill)
-        item = _Pending(request, prompt, loop.create_future(), next(self._order))
-        self._pending.append(item)
-        assert self._wake is not None
-        self._wake.set()
-        return await item.future
-
-    async def _run_worker(self) -> None:
-        assert self._wake is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                if len(self._pending) < self.batch_size and self.batch_wait > 0:
-                    # Let the items that just finished a step send their next request.
-                    await asyncio.sleep(self.batch_wait)
-                batch = self._take_batch()
-                try:
-                    results = await asyncio.to_thread(self._run_batch, batch)
-                except Exception as exc:  # a failed batch fails its requests, not the loop
-                    for p in batch:
-                        if not p.future.done():
-                            p.future.set_exception(EngineError(f"generation failed: {exc}"))
-                    continue
-                for p, r in zip(batch, results):
-                    if not p.future.done():
-                        p.future.set_result(r)
-
-    def _take_batch(self) -> list[_Pending]:
-        """The largest group (same adapter and sampling), its longest prompts first."""
-        groups: dict[tuple, list[_Pending]] = {}
-        for p in self._pending:
-            groups.setdefault((p.request.adapter, p.request.params.key()), []).append(p)
-        group = max(groups.values(), key=lambda g: (len(g), -min(p.order for p in g)))
-        group.sort(key=lambda p: len(p.prompt), reverse=True)
-        batch = group[: self.batch_size]
-        chosen = {id(p) for p in batch}
-        self._pending = [p for p in self._pending if id(p) not in chosen]
-        return batch
+        return await self.queue.submit(request, render_prompt(self.tokenizer, request.messages, request.prefill))
 
     # ------------------------------------------------------------------ the batch itself
 
-    def _run_batch(self, batch: list[_Pending]) -> list[Result]:
+    def _run_batch(self, batch: list[Pending]) -> list[Result]:
         torch = self._torch
         started = time.perf_counter()
         request = batch[0].request
@@ -225,6 +174,15 @@ class TransformersEngine:
         return Result(text=text, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(row), model=label)
 
     def close(self) -> None:
-        if self._worker is not None and not self._worker.done():
-            self._worker.cancel()
-        self._worker = None
+        self.queue.close()
+
+
+def take_batch(pending: list[Pending], size: int) -> list[Pending]:
+    """The largest group (same adapter and sampling: one generate() call), oldest first among equals,
+    its longest prompts first (similar lengths pad less)."""
+    groups: dict[tuple, list[Pending]] = {}
+    for p in pending:
+        groups.setdefault((p.request.adapter, p.request.params.key()), []).append(p)
+    group = max(groups.values(), key=lambda g: (len(g), -min(p.order for p in g)))
+    group.sort(key=lambda p: len(p.prompt), reverse=True)
+    return group[:size]
