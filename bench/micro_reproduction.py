@@ -96,6 +96,7 @@ def plot(rows: list[dict], path: Path) -> None:
     a.set_xlabel("round (0 = base model)")
     a.set_ylabel("words, held-out answers")
     a.set_xticks(ks)
+    a.set_ylim(bottom=0)  # from zero: a change of a few dozen words must not look like a trend
     a.legend()
     b.plot(ks, [r["length_score"] for r in rows], "o-", color="C2")
     b.set_xlabel("round (0 = base model)")
