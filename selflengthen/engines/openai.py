@@ -356,17 +356,18 @@ class OpenAIEngine:
         if self._restart_lock is None:
             self._restart_lock = asyncio.Lock()
         seen = self._starts
+        # A dying server closes its socket a moment before it can be reaped: give it that moment
+        # (outside the lock: requests failing against a live server must not queue up behind it).
+        # One still up after that is alive and merely refused us: normal backoff applies.
+        for _ in range(40):
+            if self._starts != seen or not self.server.is_running():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            return False
         async with self._restart_lock:  # one restart, whatever the number of waiting requests
-            if self._starts != seen:
+            if self._starts != seen or self.server.is_running():
                 return True  # another request restarted it meanwhile
-            # A dying server closes its socket a moment before it can be reaped: give it that moment.
-            # One that is still up after it is alive and merely refused us (normal backoff applies).
-            for _ in range(40):
-                if not self.server.is_running():
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                return False
             status = self.server.crashed()
             if status is not None:
                 self.restarts += 1
@@ -374,8 +375,8 @@ class OpenAIEngine:
                 tail = self.server.log_tail(12)
                 if self.restarts > limit:
                     self.dispatch.broken = (
-                        f"the managed server exited by itself (status {status}) for the {self.restarts}th "
-                        f"time, more than engine.server.max_restarts = {limit}; its log "
+                        f"the managed server exited by itself again (status {status}): {self.restarts} times, "
+                        f"more than engine.server.max_restarts = {limit}; its log "
                         f"({self.server.log_path}) ends:\n{tail}"
                     )
                     return False

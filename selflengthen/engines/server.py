@@ -4,14 +4,15 @@ Usage (config):
     engine: {kind: openai, server: {managed: true, preset: vllm, tensor_parallel_size: 2}}
 
 The command comes from a preset or from `server.command`, a template with placeholders
-({model} {port} ...; see ServerConfig). The server runs in its own process group with its
+({model} {port} ...; see ServerConfig and presets.py). The server runs in its own process group with its
 output in RUN_DIR/logs/server.log; we poll GET /v1/models until it answers. `stop()` sends
 SIGTERM to the group, then SIGKILL after `stop_timeout_s`; it runs at the end of the run, on
 Ctrl-C (the engine's close() in a finally), at interpreter exit, on SIGTERM, and -- on Linux --
 the server gets SIGTERM by itself if our process dies (PR_SET_PDEATHSIG), so a killed run never
-leaves a server holding the GPUs.
+leaves a server holding the GPUs. A server that exits by itself (a crash) is started again by
+the engine that owns it, at most `engine.server.max_restarts` times (OpenAIEngine._revive).
 
-Each round's adapters are loaded at run time under new names (`load_lora`): vLLM's
+Each round's adapters are loaded at run time under new names (lora_loading.py): vLLM's
 POST /v1/load_lora_adapter (the preset sets VLLM_ALLOW_RUNTIME_LORA_UPDATING) or SGLang's
 POST /load_lora_adapter. llama.cpp's own `llama-server` (preset llama-server, the fastest CPU
 path) loads adapters only at start: each round's adapters are converted to GGUF (gguf_lora.py)
