@@ -30,7 +30,13 @@ def length_biased_keep(lengths: list[int], rng: random.Random, ties: list[str] |
         order = sorted(range(n), key=lambda i: (lengths[i], ties[i]))
     else:
         order = sorted(range(n), key=lengths.__getitem__)
-    keep = [False] * n
+    return _draw_in_rank_order(order, rng).tolist()
+
+
+def _draw_in_rank_order(order: list[int], rng: random.Random) -> np.ndarray:
+    """keep[i] for the item at position p of `order` (shortest first): random() > 2 r^3, r = 1 - p/N."""
+    n = len(order)
+    keep = np.zeros(n, dtype=np.bool_)
     for position, i in enumerate(order):
         r = 1.0 - position / n
         keep[i] = rng.random() > 2.0 * r**3
@@ -82,13 +88,7 @@ def finalize_with_selection(partial: Path, final: Path, *, enabled: bool, seed: 
 
 def _keep_by_rank(lengths: np.ndarray, ties: np.ndarray, rng: random.Random) -> np.ndarray:
     """length_biased_keep over arrays: the same rule, the same draws in the same rank order."""
-    order = np.lexsort((ties, lengths))  # by length, then by id hash
-    n = len(order)
-    keep = np.zeros(n, dtype=np.bool_)
-    for position, i in enumerate(order.tolist()):
-        r = 1.0 - position / n
-        keep[i] = rng.random() > 2.0 * r**3
-    return keep
+    return _draw_in_rank_order(np.lexsort((ties, lengths)).tolist(), rng)  # by length, then id hash
 
 
 def _repeated_lines(partial: Path, hashes: np.ndarray) -> np.ndarray:
