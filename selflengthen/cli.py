@@ -53,23 +53,41 @@ def _quiet_libraries() -> None:
 
 @app.command()
 def run(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (see configs/)"),
-    run_dir: Path = typer.Option(Path("runs/default"), "--run-dir", "-o", help="run directory; run again to resume"),
+    config: Path = typer.Option(..., "--config", "-c", help="YAML config, required (see configs/: demo.yaml, smoke.yaml, gpu.yaml)"),
+    run_dir: Optional[Path] = typer.Option(
+        None, "--run-dir", "-o", help="run directory; run again to resume (default: runs/<config name>)"
+    ),
     set_: list[str] = typer.Option([], "--set", help="override a config field, e.g. --set extend.micro_iterations=2"),
 ) -> None:
     """Run the whole Self-Lengthen loop (resumes a run directory that already has work)."""
     from selflengthen.config import load_config
-    from selflengthen.console import RichProgress, console, round_table
+    from selflengthen.console import console, progress_for_console, round_table
     from selflengthen.loop import run_selflengthen
 
     cfg = load_config(config, set_)
     _quiet_libraries()
-    console.print(f"[bold]selflengthen[/] run '{cfg.name}': {cfg.macro_iterations} macro-iterations -> {run_dir}")
-    with RichProgress() as progress:
+    where = str(run_dir) if run_dir is not None else f"{Path('runs') / cfg.name} (the default for this config; --run-dir sets it)"
+    run_dir = run_dir if run_dir is not None else Path("runs") / cfg.name
+    console.print(f"[bold]selflengthen[/] run '{cfg.name}': {cfg.macro_iterations} macro-iterations -> {where}")
+    _terminate_as_interrupt()
+    with progress_for_console() as progress:
         summaries = run_selflengthen(cfg, run_dir, progress=progress)
     for s in summaries:
         console.print(round_table(s))
     console.print(f"done: {run_dir}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption) unwinds like Ctrl-C: servers stop, finished work stays."""
+
+
+def _terminate_as_interrupt() -> None:
+    import signal
+
+    def on_sigterm(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 @app.command()
@@ -184,6 +202,9 @@ def main() -> None:
             raise
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except Terminated:
+        typer.echo("Interrupted by SIGTERM. Run the same command again to resume.", err=True)
+        sys.exit(143)
     except KeyboardInterrupt:
         typer.echo("Interrupted. Run the same command again to resume.", err=True)
         sys.exit(130)

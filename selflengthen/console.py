@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -45,6 +48,88 @@ class RichProgress:
 
     def log(self, message: str) -> None:
         self.bars.console.log(message)
+
+
+class PlainTask:
+    def __init__(self, owner: PlainProgress, description: str, total: int, done: int):
+        self.owner, self.description, self.total = owner, description, total
+        self.done = self.start_done = done
+        self.started = time.monotonic()
+        self.closed = False
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.owner.report(self)
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        made = self.done - self.start_done
+        rate = made / elapsed if elapsed > 0 else 0.0
+        left = self.total - self.done
+        if self.closed:
+            eta = f"done in {_duration(elapsed)}"
+        elif made and left > 0:
+            eta = f"ETA {_duration(left / rate)}"
+        else:
+            eta = "ETA -"
+        return f"{self.description}: {self.done}/{self.total} ({rate * 60:.1f}/min, {eta})"
+
+
+class PlainProgress:
+    """Progress as plain lines for a log file (nohup, a cluster job): redrawn bars never reach a file,
+    so every `interval_s` each running stage prints one line with done/total, rate and ETA."""
+
+    def __init__(self, interval_s: float = 30.0, out: Console | None = None) -> None:
+        self.interval_s = interval_s
+        self.out = out or console
+        self.tasks: list[PlainTask] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> PlainProgress:
+        self._thread = threading.Thread(target=self._tick, name="selflengthen-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            for task in [t for t in self.tasks if not t.closed]:
+                self.report(task)
+
+    def report(self, task: PlainTask) -> None:
+        self.out.print(f"{time.strftime('%H:%M:%S')} {task.line()}", highlight=False, soft_wrap=True)
+
+    def task(self, description: str, total: int, done: int = 0) -> PlainTask:
+        task = PlainTask(self, description, total, done)
+        self.tasks.append(task)
+        self.report(task)
+        return task
+
+    def log(self, message: str) -> None:
+        self.out.print(f"{time.strftime('%H:%M:%S')} {message}", highlight=False, soft_wrap=True)
+
+
+def progress_for_console() -> RichProgress | PlainProgress:
+    """Bars on a terminal; plain lines every 30 s when stderr goes to a file or a pipe."""
+    return RichProgress() if console.is_terminal else PlainProgress()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _fmt(v) -> str:

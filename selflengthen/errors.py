@@ -33,6 +33,15 @@ class EngineError(SelfLengthenError):
     """The generation engine failed in a way retries did not fix."""
 
 
+class ServerStartError(EngineError):
+    """A managed server exited before it was ready (a crash, a signal, a bad binary)."""
+
+    def __init__(self, message: str, *, cause: str = "", log_tail: str = ""):
+        super().__init__(message)
+        self.cause = cause  # one line: "killed by SIGILL (illegal instruction)", "exit status 1"
+        self.log_tail = log_tail
+
+
 class TrainingError(SelfLengthenError):
     """Training could not run (no usable examples, bad adapter, ...)."""
 

@@ -93,7 +93,7 @@ def collect_command(
     redo: bool = typer.Option(False, "--redo", help="delete RUN/final and build it again"),
 ) -> None:
     """Collect every kept answer and extension, add length constraints: RUN/final/sft.jsonl."""
-    from selflengthen.console import RichProgress
+    from selflengthen.console import progress_for_console
     from selflengthen.final import prepare_final_data
     from selflengthen.store import RunLock
 
@@ -101,7 +101,7 @@ def collect_command(
         set_, min_words=min_words, max_words=max_words, extra_answers=extra_answers, rewrite=rewrite
     )
     config = load_run_config(run_dir, overrides)
-    with RunLock(run_dir), RichProgress() as progress:
+    with RunLock(run_dir), progress_for_console() as progress:
         stats = prepare_final_data(config, run_dir, progress=progress, redo=redo)
     c, n = stats["collect"], stats["length"]
     removed = ", ".join(f"{k} {v}" for k, v in c["removed"].items())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from selflengthen.engines.base import (
@@ -14,6 +15,8 @@ from selflengthen.engines.base import (
     cut_at_stop,
     render_prompt,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "EXTENDER",
@@ -33,11 +36,32 @@ def create_engine(
 ) -> Engine:
     """Build the engine named by `engine_config.kind` for `model_config.base`.
 
+    `auto` whose managed llama-server dies before it is ready (a signal, a bad binary) warns once
+    and builds the transformers engine; an explicit `openai` with a managed server fails loudly.
+
     `run_dir` is where a managed server writes its log (RUN_DIR/logs/server.log). Heavy imports
     (torch, transformers, ray) happen here, not at module import, so `--help` stays instant.
     """
     if engine_config.kind == "auto":
-        engine_config = resolve_auto(engine_config, model_config)
+        resolved = resolve_auto(engine_config, model_config)
+        if resolved.kind == "openai":
+            from selflengthen.errors import ServerStartError
+
+            try:
+                return _build(resolved, model_config, adapters, run_dir)
+            except ServerStartError as exc:
+                # auto promised a working run, not a particular engine: the slower engine still runs.
+                log.warning(
+                    "engine.kind auto: the managed llama-server exited before it was ready (%s); "
+                    "carrying on with the transformers engine (about half the speed). Its log ends:\n%s",
+                    exc.cause,
+                    exc.log_tail,
+                )
+        engine_config = engine_config.model_copy(update={"kind": "transformers"})
+    return _build(engine_config, model_config, adapters, run_dir)
+
+
+def _build(engine_config, model_config, adapters: dict[str, str] | None, run_dir: str | Path | None) -> Engine:
     kind = engine_config.kind
     if kind == "transformers":
         from selflengthen.engines.transformers import TransformersEngine

@@ -24,6 +24,7 @@ from typing import Any
 
 from selflengthen.engines.base import Request, Result, cut_at_stop, render_prompt
 from selflengthen.engines.dispatch import Dispatcher
+from selflengthen.engines.server import describe_exit
 from selflengthen.errors import ConfigError, EngineError
 
 log = logging.getLogger(__name__)
@@ -375,15 +376,15 @@ class OpenAIEngine:
                 tail = self.server.log_tail(12)
                 if self.restarts > limit:
                     self.dispatch.broken = (
-                        f"the managed server exited by itself again (status {status}): {self.restarts} times, "
+                        f"the managed server exited by itself again ({describe_exit(status)}): {self.restarts} times, "
                         f"more than engine.server.max_restarts = {limit}; its log "
                         f"({self.server.log_path}) ends:\n{tail}"
                     )
                     return False
                 log.warning(
-                    "the managed server exited by itself (status %s); starting it again (%d of at most %d). "
+                    "the managed server exited by itself (%s); starting it again (%d of at most %d). "
                     "Its log (%s) ends:\n%s",
-                    status, self.restarts, limit, self.server.log_path, tail,
+                    describe_exit(status), self.restarts, limit, self.server.log_path, tail,
                 )
             await asyncio.to_thread(self._ensure_server)
             self._starts += 1

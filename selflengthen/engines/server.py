@@ -40,7 +40,7 @@ import httpx
 
 from selflengthen.engines.dispatch import is_loopback
 from selflengthen.engines.presets import PRESETS, build_command
-from selflengthen.errors import ConfigError, EngineError
+from selflengthen.errors import ConfigError, EngineError, ServerStartError
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -91,6 +91,7 @@ class ManagedServer:
         self.argv: list[str] = []
         self.lora_files: list[str] = []  # llama-server: GGUF adapters given at start, ids in this order
         self._log_file: Any = None
+        self._log_start = 0  # offset in the log where the current attempt's lines begin
         self._old_sigterm: Any = None
         self._lock = threading.Lock()
 
@@ -160,6 +161,7 @@ class ManagedServer:
         self.argv = self.command(lora_modules)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab", buffering=0)  # noqa: SIM115 - closed in stop()
+        self._log_start = self._log_file.tell()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         self._log_file.write(f"\n# {stamp} selflengthen starts: {shlex.join(self.argv)}\n".encode())
         env = {**os.environ, **self.preset.env, **self.config.env}
@@ -201,9 +203,13 @@ class ManagedServer:
             assert self.process is not None
             code = self.process.poll()
             if code is not None:
-                raise EngineError(
-                    f"the server exited with status {code} before it was ready; "
-                    f"its log ({self.log_path}) ends:\n" + self.log_tail()
+                cause = describe_exit(code)
+                tail = self.log_tail()
+                raise ServerStartError(
+                    f"the server ({Path(self.argv[0]).name}) exited before it was ready ({cause}){exit_advice(code)}; "
+                    f"its log ({self.log_path}) ends:\n" + tail,
+                    cause=cause,
+                    log_tail=tail,
                 )
             try:
                 if httpx.get(url, timeout=5.0, trust_env=not is_loopback(url)).status_code == 200:
@@ -246,11 +252,14 @@ class ManagedServer:
             return code
 
     def log_tail(self, lines: int = 20) -> str:
+        """The last lines the current (or last) attempt wrote: an earlier start's lines are not mixed in."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_start)
+                text = f.read().decode(errors="replace")
         except OSError:
             return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(text.splitlines()[-lines:]) or "(the log is empty)"
 
     def _close_log(self) -> None:
         if self._log_file is not None:
@@ -289,6 +298,30 @@ class ManagedServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def describe_exit(code: int) -> str:
+    """'status 1' or 'killed by SIGILL: illegal instruction' for a Popen return code."""
+    if code >= 0:
+        return f"status {code}"
+    try:
+        sig = signal.Signals(-code)
+    except ValueError:
+        return f"killed by signal {-code}"
+    meaning = signal.strsignal(sig) or ""
+    return f"killed by {sig.name}" + (f": {meaning.lower()}" if meaning else "")
+
+
+def exit_advice(code: int) -> str:
+    """What to do about a server that died by a signal before it was ready ('' when nothing to add)."""
+    if code in (-signal.SIGILL, -signal.SIGSEGV, -signal.SIGBUS):
+        return (
+            ": a llama.cpp binary built for instructions this CPU cannot run does this; rebuild llama.cpp without the cache "
+            "(`bash scripts/setup.sh` checks and rebuilds it) or use `--set engine.kind=transformers`"
+        )
+    if code == -signal.SIGKILL:
+        return ": often the kernel's out-of-memory killer (see `dmesg`)"
+    return ""
 
 
 def _terminate_group(process: subprocess.Popen, timeout: float) -> int | None:

