@@ -59,6 +59,7 @@ def prepare_embedded() -> Path:
     """Dequantize the embedded GGUF into `cache_dir()/SmolLM2-135M-Instruct` once; return that dir."""
     target = cache_dir() / EMBEDDED_NAME
     if (target / "model.safetensors").is_file() and (target / "tokenizer_config.json").is_file():
+        clean_config(target)  # caches written before the config was cleaned
         return target
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
@@ -74,6 +75,7 @@ def prepare_embedded() -> Path:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    clean_config(tmp)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():  # another process won the race
         import shutil
@@ -82,6 +84,33 @@ def prepare_embedded() -> Path:
         return target
     tmp.rename(target)
     return target
+
+
+# Keys that transformers writes as null but whose mere presence some versions read as a setting:
+# transformers <= 5.6 (what LLaMA-Factory 0.9.5 pins) treats any `quantization_config` attribute as
+# a quantized model and fails on None ("'NoneType' object has no attribute 'get'").
+_NULL_KEYS_TO_DROP = ("quantization_config",)
+
+
+def clean_config(model_dir: Path) -> bool:
+    """Drop null `quantization_config` (and the like) from `model_dir/config.json`, so every
+    transformers version loads the directory as the plain float model it is. Returns whether
+    the file changed. The rewrite is atomic: a crash leaves the old or the new file."""
+    import json
+
+    from selflengthen.store import atomic_write_text
+
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        return False
+    config = json.loads(path.read_text(encoding="utf-8"))
+    drop = [key for key in _NULL_KEYS_TO_DROP if key in config and config[key] is None]
+    if not drop:
+        return False
+    for key in drop:
+        del config[key]
+    atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return True
 
 
 def pick_device(device: str) -> str:
