@@ -29,6 +29,10 @@ class DataError(InputError):
     """A data file (seeds, JSONL records, benchmark) is malformed: names file and line."""
 
 
+class EmptyFinalSetError(SelfLengthenError):
+    """The final stage has nothing to train on (e.g. no collected text within the word range)."""
+
+
 class EngineError(SelfLengthenError):
     """The generation engine failed in a way retries did not fix."""
 

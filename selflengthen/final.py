@@ -29,7 +29,7 @@ from typing import Any
 
 from selflengthen.config import Config
 from selflengthen.engines.base import Engine, SamplingParams
-from selflengthen.errors import ConfigError, InputError, TrainingError
+from selflengthen.errors import ConfigError, EmptyFinalSetError, InputError, TrainingError
 from selflengthen.progress import NullProgress, Progress
 from selflengthen.stages import collect as collect_stage
 from selflengthen.stages.common import run_items
@@ -152,6 +152,18 @@ def prepare_final_data(
                 run_dir, paths.collected, config.final, extra_answers=extra, stats_path=paths.collect_stats
             )
         collect_stats = json.loads(paths.collect_stats.read_text(encoding="utf-8"))
+        if not collect_stats["kept"]:
+            # Nothing to build a final set from: say why, and leave no settings behind, so the
+            # same command with another word range runs without --redo (unless extra answers,
+            # which depend on the settings, were generated: those need --redo to be remade).
+            message = collect_stage.nothing_kept_message(collect_stats)
+            paths.collected.unlink(missing_ok=True)
+            paths.collect_stats.unlink(missing_ok=True)
+            if paths.extra.exists():
+                message += " and --redo"
+            else:
+                paths.settings.unlink(missing_ok=True)
+            raise EmptyFinalSetError(message)
         if not (paths.constrained.is_file() and paths.sft.is_file()):
             kept = [row for row in read_jsonl(paths.collected) if row.get("verdict") == "kept"]
             left = {row["id"] for row in kept} - existing_ids(paths.partial)

@@ -156,10 +156,14 @@ def collect(
     dedup = NearDuplicates(cfg.near_duplicate_threshold)
     # Pass 1 keeps only lengths and fingerprints, not the texts: collected sets can be gigabytes.
     lengths: list[tuple[int, int]] = []  # (words, position)
+    seen_words: list[int] = []  # every non-empty candidate's length, to say why nothing was kept
     verdicts: list[str | None] = []
     prints: dict[int, tuple[bytes, object]] = {}
     for position, cand in enumerate(_candidates(files, cfg.include_sampled_out)):
-        if not cand["query"].strip() or not cand["response"].strip():
+        empty = not cand["query"].strip() or not cand["response"].strip()
+        if not empty:
+            seen_words.append(cand["words"])
+        if empty:
             verdict: str | None = EMPTY
         elif cand["words"] < cfg.min_words:
             verdict = TOO_SHORT
@@ -199,6 +203,7 @@ def collect(
         "by_source": {label: dict(c) for label, c in per_source.items()},
         "word_range": [cfg.min_words, cfg.max_words],
         "kept_words": _figures(kept_words),
+        "candidate_words": _figures(seen_words),
         "sources": [label for label, _, _ in files],
     }
     if stats_path is not None:
@@ -210,7 +215,38 @@ def _figures(words: list[int]) -> dict:
     if not words:
         return {}
     ordered = sorted(words)
-    return {"min": ordered[0], "mean": round(sum(ordered) / len(ordered), 1), "max": ordered[-1]}
+    return {
+        "min": ordered[0],
+        "median": ordered[len(ordered) // 2],
+        "mean": round(sum(ordered) / len(ordered), 1),
+        "max": ordered[-1],
+    }
+
+
+def nothing_kept_message(stats: dict) -> str:
+    """One line on why collect kept nothing: what each filter removed, the lengths it saw, and
+    the options that change the word range."""
+    low, high = stats["word_range"]
+    removed = stats["removed"]
+    if not stats["candidates"]:
+        return (
+            "collect found no candidates: no round has a kept answer or extension yet "
+            f"(read {', '.join(stats['sources']) or 'no files'})"
+        )
+    seen = stats.get("candidate_words") or {}
+    lengths = (
+        f"lengths seen {seen['min']:,}-{seen['max']:,} words, median {seen['median']:,}"
+        if seen
+        else "no non-empty text"
+    )
+    others = ", ".join(f"{removed[k]} {k}" for k in (EMPTY, DUPLICATE, NEAR_DUPLICATE) if removed.get(k))
+    return (
+        f"collect kept 0 of {stats['candidates']} candidates: {removed.get(TOO_SHORT, 0)} below "
+        f"{low:,} words, {removed.get(TOO_LONG, 0)} above {max(high, 0):,}"
+        + (f", {others}" if others else "")
+        + f" ({lengths}); set a range they reach with --min-words/--max-words "
+        "(final.min_words/final.max_words)"
+    )
 
 
 # ------------------------------------------------------------------------- extra answers

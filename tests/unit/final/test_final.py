@@ -183,11 +183,13 @@ def test_train_final_calls_the_trainer_with_the_final_set(tmp_path, monkeypatch)
     assert seen["full"] is True and seen["out_dir"] == run / "final" / "model"
 
 
-def test_run_final_skips_training_without_data(tmp_path):
+def test_run_final_without_data_fails_with_the_counts(tmp_path):
+    from selflengthen.errors import EmptyFinalSetError
+
     config = small_config(rewrite=False, min_words=1900)
     run = make_run(tmp_path, config)
-    stats = run_final(config, run)
-    assert stats["training"]["examples"] == 0 and "skipped" in stats["training"]
+    with pytest.raises(EmptyFinalSetError, match="23 below 1,900 words, 1 above 2,000"):
+        run_final(config, run)
 
 
 def test_train_final_uses_the_rounds_launchers(tmp_path, monkeypatch):
@@ -238,3 +240,21 @@ def test_extra_answers_join_the_collection_and_no_model_loads_on_resume(tmp_path
 
     monkeypatch.setattr(selflengthen.engines, "create_engine", no_engine)
     assert prepare_final_data(config, run)["length"]["kept"] == 22
+
+
+def test_nothing_in_range_says_why_and_leaves_no_settings(tmp_path):
+    from selflengthen.errors import EmptyFinalSetError
+
+    run = make_run(tmp_path, small_config(rewrite=False))
+    config = small_config(rewrite=False, min_words=5000, max_words=8000)
+    with pytest.raises(EmptyFinalSetError) as err:
+        prepare_final_data(config, run)
+    message = str(err.value)
+    assert "\n" not in message
+    # 24 candidates (2 rounds x 6 answers + 6 extensions); all below 5,000 words, none above
+    assert "kept 0 of 24 candidates: 24 below 5,000 words, 0 above 8,000" in message
+    assert "lengths seen 150-2,500 words" in message and "--min-words" in message
+    assert not (run / "final" / "sft.jsonl").exists() and not (run / "final" / "settings.json").exists()
+    # the same command with a range the texts reach needs no --redo
+    stats = prepare_final_data(small_config(rewrite=False), run)
+    assert stats["collect"]["kept"] == 20
