@@ -13,6 +13,16 @@ Formats, one file or directory per dataset under OUT:
                                plus dataset_info.json (entries merged into an existing one)
     hf            NAME/        `datasets` save_to_disk (the final set keeps type, constraint, ...)
 
+Which tokens a trainer learns from (the loss mask) differs by format:
+
+    trl, hf       prompt-completion: TRL's SFTTrainer masks the prompt by default
+                  (`completion_only_loss`), so only the answer is learned, as in our own training.
+    messages      TRL trains on EVERY token of a "messages" row, the prompt included, unless
+                  `assistant_only_loss=True`, which needs a chat template with generation markers
+                  (SmolLM2's and many others have none). OpenAI fine-tuning learns assistant
+                  turns only. For TRL, prefer `trl`.
+    llamafactory  LLaMA-Factory masks the prompt by default (`train_on_prompt: false`).
+
 `push_to_hub` uploads each dataset as a config of one hub repository; it reads the token from
 HF_TOKEN and never writes it anywhere.
 """

@@ -193,7 +193,14 @@ def _train_round(config, run_dir: Path, k: int, role: str | None, force: bool):
 
 def export_command(
     run_dir: Path = typer.Argument(..., help="a run directory"),
-    format: ExportFormat = typer.Option(..., "--format", "-f", help="trl, messages, llamafactory or hf"),
+    format: ExportFormat = typer.Option(
+        ...,
+        "--format",
+        "-f",
+        help="trl or hf (TRL masks the prompt), messages (OpenAI chat; TRL trains on the prompt too "
+        "unless assistant_only_loss, which needs template generation markers), llamafactory (masks "
+        "the prompt by default)",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="output directory"),
     dataset: list[str] = typer.Option(
         [], "--dataset", "-d", help="final, round-K-generator or round-K-extender (repeatable; default: all)"
@@ -209,7 +216,10 @@ def export_command(
     ),
     private: bool = typer.Option(False, "--private", help="create the hub repo as private"),
 ) -> None:
-    """Export the round SFT sets and the final set for TRL, OpenAI, LLaMA-Factory or `datasets`."""
+    """Export the round SFT sets and the final set for TRL, OpenAI, LLaMA-Factory or `datasets`.
+
+    Loss masks: `trl` and `hf` (prompt-completion) train on the answer only in TRL; `messages` trains on every token in TRL (prompt included) unless assistant_only_loss=True with a chat template that has generation markers (OpenAI fine-tuning learns assistant turns only); `llamafactory` masks the prompt by default (train_on_prompt: false).
+    """
     from selflengthen.export import export_datasets
 
     written = export_datasets(

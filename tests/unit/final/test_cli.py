@@ -108,3 +108,10 @@ def test_collect_with_nothing_in_range_fails_with_the_counts(tmp_path):
     )
     errors = [line for line in (out.stderr + out.stdout).splitlines() if line.startswith("Error:")]
     assert out.returncode != 0 and len(errors) == 1 and "24 below 3,000 words" in errors[0]
+
+
+def test_export_help_says_which_format_masks_the_prompt():
+    result = runner.invoke(app, ["export", "--help"], terminal_width=200)
+    text = " ".join(result.output.split())
+    assert "messages" in text and "trains on every token in TRL (prompt included)" in text
+    assert "masks the prompt by default" in text
