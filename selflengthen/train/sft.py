@@ -155,7 +155,7 @@ def train_adapter(
         loss_history=history,
         steps=trainer.state.global_step,
         processes=accelerator.num_processes,
-        train_tokens=int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0),
+        train_tokens=trained_tokens(trainer.state),
         seconds=round(time.perf_counter() - started, 1),
         continued_from=str(init_adapter) if init_adapter else None,
     )
@@ -174,6 +174,13 @@ def train_adapter(
         shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints are only for resuming this training
     accelerator.wait_for_everyone()
     return stats
+
+
+def trained_tokens(state: Any) -> int:
+    """Tokens the trainer consumed. TRL logs its running count as `num_tokens` in the log history;
+    transformers' own `num_input_tokens_seen` stays 0 unless `include_num_input_tokens_seen` is set."""
+    logged = [h["num_tokens"] for h in state.log_history if isinstance(h.get("num_tokens"), (int, float))]
+    return int(max(logged, default=0) or getattr(state, "num_input_tokens_seen", 0) or 0)
 
 
 def full_model_complete(path: Path) -> bool:

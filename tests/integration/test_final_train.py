@@ -74,6 +74,7 @@ def test_train_final_with_the_embedded_model(tmp_path):
     model = run / "final" / "model"
     stats = json.loads((model / "training_stats.json").read_text())
     assert stats["examples"] == 2 and stats["steps"] == 1 and stats["method"] == "lora"
+    assert stats["train_tokens"] > 0  # TRL's logged count, not transformers' unset counter
     weights = load_file(str(model / "adapter_model.safetensors"))
     lora_b = [t for name, t in weights.items() if "lora_B" in name]
     assert lora_b and any(t.abs().sum() > 0 for t in lora_b)  # LoRA B starts at zero: the step changed it

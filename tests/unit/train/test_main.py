@@ -67,3 +67,22 @@ def test_main_turns_our_errors_into_exit_status(tmp_path, monkeypatch, capsys):
     argv[-1] = '{"launcher": "ray"}'
     assert entry.main(argv) == 2
     assert capsys.readouterr().err.startswith("Error: ")
+
+
+def test_trained_tokens_reads_trls_logged_count():
+    from transformers import TrainerState
+
+    from selflengthen.train.sft import trained_tokens
+
+    state = TrainerState()
+    state.log_history = [
+        {"loss": 2.0, "num_tokens": 300.0, "step": 1},
+        {"loss": 1.5, "num_tokens": 671.0, "step": 2},
+        {"train_runtime": 3.0, "step": 2},
+    ]
+    assert trained_tokens(state) == 671
+    state.log_history = []
+    state.num_input_tokens_seen = 55
+    assert trained_tokens(state) == 55
+    state.num_input_tokens_seen = 0
+    assert trained_tokens(state) == 0
