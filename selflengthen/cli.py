@@ -61,7 +61,7 @@ def run(
 ) -> None:
     """Run the whole Self-Lengthen loop (resumes a run directory that already has work)."""
     from selflengthen.config import load_config
-    from selflengthen.console import console, progress_for_console, round_table
+    from selflengthen.console import console, print_table, progress_for_console, round_table
     from selflengthen.loop import run_selflengthen
 
     cfg = load_config(config, set_)
@@ -73,7 +73,7 @@ def run(
     with progress_for_console() as progress:
         summaries = run_selflengthen(cfg, run_dir, progress=progress)
     for s in summaries:
-        console.print(round_table(s))
+        print_table(round_table(s))
     console.print(f"done: {run_dir}")
 
 
@@ -93,7 +93,7 @@ def _terminate_as_interrupt() -> None:
 @app.command()
 def summary(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
     """Print the round tables of a run."""
-    from selflengthen.console import console, round_table
+    from selflengthen.console import console, print_table, round_table
     from selflengthen.errors import InputError
     from selflengthen.store import round_dir
     from selflengthen.summary import load_summary
@@ -102,7 +102,7 @@ def summary(run_dir: Path = typer.Argument(..., help="a run directory")) -> None
         raise InputError(f"{run_dir} is not a run directory (no manifest.json)")
     k = 1
     while (s := load_summary(round_dir(run_dir, k))) is not None:
-        console.print(round_table(s))
+        print_table(round_table(s))
         k += 1
     if k == 1:
         console.print("no finished round yet")

@@ -132,6 +132,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def print_table(table: Table) -> None:
+    """Print a table whole. On a terminal rich fits it to the window; into a file or a pipe rich
+    assumes 80 columns and would cut cells ("instructio…"), so there the table gets its natural
+    width (a log file holds every cell)."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = Console(file=console.file, width=100_000).measure(table).maximum
+    Console(file=console.file, width=max(width, 80), no_color=console.no_color).print(table)
+
+
 def _fmt(v) -> str:
     if v is None:
         return "-"
@@ -151,7 +162,7 @@ def round_table(summary: dict) -> Table:
         table.add_row(stage, _fmt(s.get("made")), _fmt(s.get("kept")), top or "-", _fmt(s.get("mean_words")),
                       _fmt(s.get("median_words")), _fmt(minutes.get(mins)))
     for role, t in summary.get("training", {}).items():
-        # the full reason is in summary.json; the table stays narrow enough for a terminal
+        # the full reason is in summary.json
         note = "skipped: no examples" if t.get("skipped") else f"{t.get('steps', '-')} steps"
         table.add_row(f"train {role}", _fmt(t.get("examples")), "-", f"loss {_fmt(t.get('final_loss'))}; {note}",
                       "-", "-", _fmt(minutes.get(f"train_{role}")))
