@@ -1,229 +1,38 @@
 """A run report people would rather look at than read. Usage:
 
-    index = build_report("runs/demo")   # writes runs/demo/report/{index.html, report.md, *.png}
+    index = build_report("runs/demo")   # writes runs/demo/report/{index.html, report.md, *.png, browse.html}
 
 It reads what the run store holds: manifest.json, round-K/{instructions,answers,extensions}
-.jsonl and round-K/summary.json, and eval/*.jsonl (benchmark answers or judge records).
-Any of it may be missing or half-written (a round still running): that part is skipped, a
-torn line is ignored, and a note says what could not be read. The HTML needs no server and
-no network: styles are inline and the plots are PNG files beside it.
+.jsonl and round-K/summary.json, eval/*.jsonl (benchmark answers or judge records), held-out
+answers and per-round scores (report_growth.py), and final/. Any of it may be missing or
+half-written (a round still running): that part is skipped, a torn line is ignored, and a note
+says what could not be read. The HTML needs no server and no network: styles are inline, the
+plots are PNG files beside it, and browse.html (the sample browser, browser.py) loads its data
+from script files under browse/.
 """
 
 from __future__ import annotations
 
-import html
-import json
 import re
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from selflengthen.errors import DataError
 from selflengthen.evaluate import plots
+from selflengthen.evaluate.browser import write_browser
 from selflengthen.evaluate.files import LONGBENCH_WRITE, LONGEN, RULER, detect_benchmark, read_jsonl
-from selflengthen.text.words import count_words
+from selflengthen.evaluate.report_data import STAGES, Round, load_rounds, mean_words, read_json, stage_counts
+from selflengthen.evaluate.report_doc import Doc
+from selflengthen.evaluate.report_growth import final_section, growth_section
 
-STAGES = ("instructions", "answers", "extensions")
 ROLES = ("generator", "extender")
 _TITLES = {LONGEN: "LonGen", LONGBENCH_WRITE: "LongBench-Write", RULER: "LongWrite-Ruler"}
-
-
-# ------------------------------------------------------------------ a tiny document model
-
-
-class _Doc:
-    """Headings, paragraphs, tables and images, rendered to both Markdown and HTML."""
-
-    def __init__(self) -> None:
-        self.blocks: list[tuple[str, Any]] = []
-
-    def heading(self, level: int, text: str) -> None:
-        self.blocks.append(("h", (level, text)))
-
-    def para(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def table(self, headers: list[str], rows: list[list[Any]]) -> None:
-        if rows:
-            self.blocks.append(("table", (headers, [[_fmt(c) for c in row] for row in rows])))
-
-    def image(self, name: str, alt: str) -> None:
-        self.blocks.append(("img", (name, alt)))
-
-    def markdown(self) -> str:
-        out = []
-        for kind, value in self.blocks:
-            if kind == "h":
-                out.append("#" * value[0] + " " + value[1])
-            elif kind == "p":
-                out.append(value)
-            elif kind == "table":
-                headers, rows = value
-                cells = [headers, ["---"] * len(headers), *rows]
-                out.append(
-                    "\n".join("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in cells)
-                )
-            else:
-                out.append(f"![{value[1]}]({value[0]})")
-        return "\n\n".join(out) + "\n"
-
-    def html(self, title: str) -> str:
-        e = html.escape
-        body = []
-        for kind, value in self.blocks:
-            if kind == "h":
-                body.append(f"<h{value[0]}>{e(value[1])}</h{value[0]}>")
-            elif kind == "p":
-                body.append(f"<p>{e(value)}</p>")
-            elif kind == "table":
-                headers, rows = value
-                head = "".join(f"<th>{e(h)}</th>" for h in headers)
-                trs = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
-            else:
-                body.append(f'<figure><img src="{e(value[0])}" alt="{e(value[1])}"></figure>')
-        return _HTML.format(title=e(title), body="\n".join(body))
-
-
-_HTML = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
-       color: #222; }}
-h1 {{ border-bottom: 2px solid #2e7d32; padding-bottom: .2em; }}
-h2 {{ margin-top: 2em; border-bottom: 1px solid #ddd; }}
-table {{ border-collapse: collapse; margin: 1em 0; font-size: 14px; }}
-th, td {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
-th {{ background: #f3f3f3; }} td:first-child, th:first-child {{ text-align: left; }}
-img {{ max-width: 100%; }} figure {{ margin: 1em 0; }}
-</style></head>
-<body>
-{body}
-</body></html>
-"""
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if abs(value) >= 100:
-            return f"{value:.0f}"
-        return f"{value:.3f}".rstrip("0").rstrip(".") if value else "0"
-    return str(value)
-
-
-# ------------------------------------------------------------------ reading the run, tolerantly
-
-
-@dataclass
-class _Round:
-    k: int
-    summary: dict[str, Any] | None = None
-    kept_words: dict[str, list[int]] = field(default_factory=dict)  # stage -> words of kept items
-    counts: dict[str, tuple[int, int, dict[str, int]]] = field(
-        default_factory=dict
-    )  # stage -> made, kept, why not
-
-
-def _read_json(path: Path, notes: list[str]) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        notes.append(f"{path.name} in {path.parent.name}: unreadable ({exc}); skipped")
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _read_lines(path: Path, notes: list[str]) -> list[dict[str, Any]]:
-    rows, bad = [], 0
-    for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):  # not splitlines(): U+2028
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(obj, dict):
-            rows.append(obj)
-    if bad:
-        notes.append(f"{path.parent.name}/{path.name}: {bad} unreadable line(s) ignored")
-    return rows
-
-
-def _count_verdicts(rows: list[dict[str, Any]]) -> tuple[int, int, dict[str, int]]:
-    """(items, kept, rejections) the way summary.json counts them: each failed attempt's reason,
-    plus a final verdict that no attempt explains (e.g. length_biased_sampling)."""
-    reasons: Counter[str] = Counter()
-    kept = 0
-    for row in rows:
-        attempts = [a for a in row.get("attempts") or () if isinstance(a, dict)]
-        for attempt in attempts:
-            reasons[str(attempt.get("reason", "unknown"))] += 1
-        verdict = row.get("verdict", "unknown")
-        if verdict == "kept":
-            kept += 1
-        elif verdict not in {a.get("reason") for a in attempts}:
-            reasons[str(verdict)] += 1
-    return len(rows), kept, dict(reasons.most_common())
-
-
-def _load_round(path: Path, k: int, notes: list[str]) -> _Round:
-    data = _Round(k, summary=_read_json(path / "summary.json", notes))
-    for stage in STAGES:
-        file = path / f"{stage}.jsonl"
-        if not file.is_file():
-            continue
-        rows = _read_lines(file, notes)
-        data.counts[stage] = _count_verdicts(rows)
-        words = []
-        for r in rows:
-            if r.get("verdict") != "kept":
-                continue
-            n = r.get("words")
-            if not isinstance(n, int) and isinstance(r.get("text"), str):
-                n = count_words(r["text"])
-            if isinstance(n, int):
-                words.append(n)
-        data.kept_words[stage] = words
-    return data
-
-
-def _rounds(run: Path, notes: list[str]) -> list[_Round]:
-    found = []
-    for path in run.glob("round-*"):
-        match = re.fullmatch(r"round-(\d+)", path.name)
-        if match and path.is_dir():
-            found.append(_load_round(path, int(match.group(1)), notes))
-    return sorted(found, key=lambda r: r.k)
-
-
-def _stage_counts(rnd: _Round, stage: str) -> tuple[int, int, dict[str, int]] | None:
-    """(made, kept, rejections) from summary.json, else counted from the stage's records."""
-    part = (rnd.summary or {}).get(stage)
-    if isinstance(part, dict) and isinstance(part.get("made"), int):
-        rejections = part.get("rejections") if isinstance(part.get("rejections"), dict) else {}
-        clean = {str(k): int(v) for k, v in rejections.items() if isinstance(v, (int, float))}
-        return part["made"], int(part.get("kept") or 0), clean
-    return rnd.counts.get(stage) or None
-
-
-def _mean_words(rnd: _Round, stage: str) -> float | None:
-    part = (rnd.summary or {}).get(stage)
-    if isinstance(part, dict) and isinstance(part.get("mean_words"), (int, float)):
-        return float(part["mean_words"])
-    words = rnd.kept_words.get(stage)
-    return sum(words) / len(words) if words else None
 
 
 # ------------------------------------------------------------------ sections
 
 
-def _overview(doc: _Doc, manifest: dict[str, Any] | None, rounds: list[_Round]) -> None:
+def _overview(doc: Doc, manifest: dict[str, Any] | None, rounds: list[Round]) -> None:
     if manifest:
         rows = [[k, v] for k, v in manifest.items() if isinstance(v, (str, int, float, bool))]
         config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
@@ -237,7 +46,7 @@ def _overview(doc: _Doc, manifest: dict[str, Any] | None, rounds: list[_Round]) 
             if value is not None:
                 rows.append([key, value])
         doc.table(["run", "value"], rows)
-    means = [(r.k, _mean_words(r, "answers")) for r in rounds]
+    means = [(r.k, mean_words(r, "answers")) for r in rounds]
     means = [(k, m) for k, m in means if m is not None]
     if len(means) >= 2:
         doc.para(
@@ -248,10 +57,10 @@ def _overview(doc: _Doc, manifest: dict[str, Any] | None, rounds: list[_Round]) 
     for r in rounds:
         cells: list[Any] = [r.k]
         for stage in STAGES:
-            counts = _stage_counts(r, stage)
-            cells.append(f"{counts[1]} / {counts[0]}" if counts else None)
+            counts = stage_counts(r, stage)
+            cells.append(f"{counts.kept} / {counts.made}" if counts else None)
             if stage != "instructions":
-                cells.append(_mean_words(r, stage))
+                cells.append(mean_words(r, stage))
         minutes = (r.summary or {}).get("minutes")
         cells.append(
             sum(v for v in minutes.values() if isinstance(v, (int, float)))
@@ -276,28 +85,27 @@ def _overview(doc: _Doc, manifest: dict[str, Any] | None, rounds: list[_Round]) 
         doc.para("No round directories yet.")
 
 
-def _pipeline_plots(doc: _Doc, rounds: list[_Round], out: Path) -> None:
-    by_round = {
-        r.k: {"answers": r.kept_words.get("answers"), "extensions": r.kept_words.get("extensions")}
-        for r in rounds
-    }
-    if by_round and plots.word_distributions(by_round, out / "lengths.png"):
-        doc.heading(2, "Lengths of kept answers and extensions")
-        doc.image("lengths.png", "word-count distribution per round")
+def _pipeline_plots(doc: Doc, rounds: list[Round], out: Path) -> None:
     stages = []
     for r in rounds:
         for stage in STAGES:
-            counts = _stage_counts(r, stage)
+            counts = stage_counts(r, stage)
             if counts:
-                stages.append((f"round {r.k} {stage}", *counts))
-    if plots.funnel(stages, out / "funnel.png"):
+                stages.append((f"round {r.k} {stage}", counts))
+    if plots.funnel([(label, c.kept, c.verdicts, c.attempts) for label, c in stages], out / "funnel.png"):
         doc.heading(2, "Funnel: what was kept, and why the rest was not")
-        doc.image("funnel.png", "funnel of each stage with rejection reasons")
+        doc.image("funnel.png", "items of each stage by final verdict, and failed attempts by reason")
         doc.table(
-            ["stage", "made", "kept", "rejections"],
+            ["stage", "made", "kept", "not kept, by final verdict", "failed attempts (retries included)"],
             [
-                [label, made, kept, ", ".join(f"{k}: {v}" for k, v in rej.items()) or None]
-                for label, made, kept, rej in stages
+                [
+                    label,
+                    c.made,
+                    c.kept,
+                    ", ".join(f"{k}: {v}" for k, v in c.verdicts.items()) or None,
+                    ", ".join(f"{k}: {v}" for k, v in c.attempts.items()) or None,
+                ]
+                for label, c in stages
             ],
         )
     curves: dict[str, dict[int, list[tuple[float, float]]]] = {role: {} for role in ROLES}
@@ -335,7 +143,7 @@ def _pipeline_plots(doc: _Doc, rounds: list[_Round], out: Path) -> None:
         doc.table(["round", "role", "examples", "dropped (too long)", "final loss", "seconds"], table)
 
 
-def _score_tables(doc: _Doc, benchmark: str, scores: dict[str, Any]) -> None:
+def _score_tables(doc: Doc, benchmark: str, scores: dict[str, Any]) -> None:
     if benchmark == RULER:
         doc.table(
             ["required words", "n", "mean words", "max words"],
@@ -359,7 +167,7 @@ def _score_tables(doc: _Doc, benchmark: str, scores: dict[str, Any]) -> None:
     )
 
 
-def _eval_section(doc: _Doc, run: Path, out: Path, notes: list[str]) -> None:
+def _eval_section(doc: Doc, run: Path, out: Path, notes: list[str]) -> None:
     from selflengthen.evaluate.judge import RUBRICS, summarize
     from selflengthen.evaluate.scoring import length_points, score_rows
 
@@ -395,7 +203,7 @@ def _eval_section(doc: _Doc, run: Path, out: Path, notes: list[str]) -> None:
 
 
 def build_report(run_dir: str | Path) -> Path:
-    """Write RUN/report/index.html and report.md with PNG plots; return the index.html path."""
+    """Write RUN/report/index.html, report.md, PNG plots and the sample browser; return index.html."""
     run = Path(run_dir)
     if not run.is_dir():
         raise DataError(f"{run}: run directory not found")
@@ -404,13 +212,20 @@ def build_report(run_dir: str | Path) -> Path:
     for stale in out.glob("*.png"):  # plots a previous report drew but this one may not
         stale.unlink()
     notes: list[str] = []
-    manifest = _read_json(run / "manifest.json", notes)
-    rounds = _rounds(run, notes)
+    manifest = read_json(run / "manifest.json", notes)
+    rounds = load_rounds(run, notes)
     title = f"Self-Lengthen run: {run.resolve().name}"
-    doc = _Doc()
+    doc = Doc()
     doc.heading(1, title)
     _overview(doc, manifest, rounds)
+    growth_section(doc, run, rounds, out, notes)
+    browsed = write_browser(run, out, notes)
+    if browsed:
+        doc.heading(2, "Samples")
+        doc.link("browse.html", "Browse every sample", f": {browsed} records (instructions, answers, extensions "
+                 "with their micro-steps), filter by round, verdict and length, sort by length or ratio.")
     _pipeline_plots(doc, rounds, out)
+    final_section(doc, run, out, notes)
     _eval_section(doc, run, out, notes)
     if notes:
         doc.heading(2, "Notes")
