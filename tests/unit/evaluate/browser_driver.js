@@ -1,0 +1,49 @@
+// Runs browse.html's own script in node against a report directory, with a minimal stand-in for
+// the DOM: data scripts are executed the way a browser would (a <script src> per file).
+// Usage: node browser_driver.js REPORT_DIR ROUND RECORD_ID [FILTERS_JSON]
+// Prints JSON: {status, rows, detail, loaded} after the first page and after opening the record.
+"use strict";
+const fs = require("fs"), path = require("path"), vm = require("vm");
+const [dir, round, recordId, filtersJson] = process.argv.slice(2);
+const html = fs.readFileSync(path.join(dir, "browse.html"), "utf8");
+const code = html.match(/<script>([\s\S]*)<\/script>/)[1];
+const elements = {};
+const defaults = {"f-round": round, "f-kind": "-1", "f-verdict": "", "f-min": "", "f-max": "", "f-sort": "", "f-text": "",
+                  ...JSON.parse(filtersJson || "{}")};
+const loaded = [];
+function element(id) {
+  if (!elements[id]) {
+    elements[id] = {id, value: defaults[id] ?? "", innerHTML: "", textContent: "", dataset: {}, options: [],
+      add(o) { this.options.push(o); }, querySelectorAll: () => [], scrollIntoView() {}};
+  }
+  return elements[id];
+}
+const context = {
+  console, performance, Promise, Map, Set, Math, JSON, Array, String, Number, RegExp, Error, encodeURIComponent, decodeURIComponent,
+  location: {hash: ""}, history: {replaceState() {}},
+  Option: function (text, value) { this.text = text; this.value = value; },
+  document: {
+    body: {dataset: {}},
+    getElementById: element,
+    createElement: () => ({}),
+    head: {appendChild(s) {  // a <script src>: run the file, then onload (or onerror if missing)
+      const file = path.join(dir, s.src);
+      if (!fs.existsSync(file)) { setTimeout(s.onerror, 0); return; }
+      loaded.push(s.src);
+      vm.runInContext(fs.readFileSync(file, "utf8"), context, {filename: s.src});
+      setTimeout(s.onload, 0);
+    }},
+  },
+};
+context.window = context;
+vm.createContext(context);
+vm.runInContext(code, context, {filename: "browse.html"});
+(async () => {
+  for (let i = 0; i < 200 && !context.document.body.dataset.ready; i++) await new Promise((r) => setTimeout(r, 5));
+  const first = {status: element("status").textContent || element("status").innerHTML, rows: element("rows").innerHTML};
+  const idx = context.SL.rounds[+round] || (await vm.runInContext(`loadRound(${+round})`, context));
+  const i = idx.byId.get(recordId);
+  if (i === undefined) throw new Error("no record " + recordId);
+  await vm.runInContext(`open(${+round}, ${i})`, context);
+  console.log(JSON.stringify({...first, detail: element("detail").innerHTML, loaded}));
+})().catch((e) => { console.error(e); process.exit(1); });
