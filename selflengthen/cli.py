@@ -24,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(eval_app, name="eval")
-app.command("report", help="Write RUN/report/index.html and report.md with plots.")(report_command)
+app.command("report", help="Write RUN/report/index.html (plots) and browse.html (every sample).")(report_command)
 app.command("collect")(collect_command)
 app.command("train")(train_command)
 app.command("export")(export_command)

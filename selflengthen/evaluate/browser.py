@@ -154,7 +154,8 @@ def write_browser(run: Path, out: Path, notes: list[str]) -> int:
         shutil.rmtree(folder, ignore_errors=True)
         (out / "browse.html").unlink(missing_ok=True)
         return 0
-    _write(folder / "manifest.js", _js("SL.manifest", {"run": run.resolve().name, "rounds": rounds, "records": total}))
+    manifest = {"run": run.resolve().name, "rounds": rounds, "records": total}
+    _write(folder / "manifest.js", _js("SL.manifest", manifest))
     page = resources.files("selflengthen.evaluate").joinpath("browse.html").read_text(encoding="utf-8")
     _write(out / "browse.html", page.replace("__TITLE__", html.escape(f"Samples: {run.resolve().name}")))
     return total

@@ -235,7 +235,7 @@ def judge_command(
 
 
 def report_command(run_dir: Annotated[Path, typer.Argument(help="the run directory")]) -> None:
-    """Write RUN/report/index.html and report.md with plots; print the path of index.html."""
+    """Write RUN/report/index.html, report.md and plots, and browse.html (every sample); print index.html."""
     from selflengthen.evaluate.report import build_report
 
     typer.echo(str(build_report(run_dir)))

@@ -130,8 +130,8 @@ def growth(
         for i, (name, by_group) in enumerate(scores.items()):
             xs = [(groups.index(g), v) for g, v in by_group.items() if g in groups]
             xs.sort()
-            sx.plot([x for x, _ in xs], [v for _, v in xs], "o-", color=SERIES_COLORS[(i + 2) % len(SERIES_COLORS)],
-                    label=name)
+            color = SERIES_COLORS[(i + 2) % len(SERIES_COLORS)]
+            sx.plot([x for x, _ in xs], [v for _, v in xs], "o-", color=color, label=name)
         sx.set_xticks(range(len(groups)), list(groups))
         sx.set_xlim(-0.6, len(groups) - 0.4)
         sx.set_ylabel("score (0-100)")
@@ -147,8 +147,13 @@ def lengths_by_type(by_type: Mapping[str, Sequence[int]], path: Path) -> bool:
         return False
     fig = _figure(8, 3.6)
     ax = fig.subplots()
-    ax.hist([list(by_type[k]) for k in kinds], bins=20, stacked=True, label=[f"{k} (n={len(by_type[k])})" for k in kinds],
-            color=[SERIES_COLORS[i % len(SERIES_COLORS)] for i in range(len(kinds))])
+    ax.hist(
+        [list(by_type[k]) for k in kinds],
+        bins=20,
+        stacked=True,
+        label=[f"{k} (n={len(by_type[k])})" for k in kinds],
+        color=[SERIES_COLORS[i % len(SERIES_COLORS)] for i in range(len(kinds))],
+    )
     ax.set_xlabel("words")
     ax.set_ylabel("responses")
     _integer_axis(ax.yaxis)

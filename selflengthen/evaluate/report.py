@@ -222,8 +222,12 @@ def build_report(run_dir: str | Path) -> Path:
     browsed = write_browser(run, out, notes)
     if browsed:
         doc.heading(2, "Samples")
-        doc.link("browse.html", "Browse every sample", f": {browsed} records (instructions, answers, extensions "
-                 "with their micro-steps), filter by round, verdict and length, sort by length or ratio.")
+        doc.link(
+            "browse.html",
+            "Browse every sample",
+            f": {browsed} records (instructions, answers, extensions with their micro-steps); "
+            "filter by round, verdict and length, sort by length or ratio.",
+        )
     _pipeline_plots(doc, rounds, out)
     final_section(doc, run, out, notes)
     _eval_section(doc, run, out, notes)

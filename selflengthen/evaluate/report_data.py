@@ -136,7 +136,9 @@ def stage_counts(rnd: Round, stage: str) -> StageCounts | None:
 
     def numbers(key: str) -> dict[str, int]:
         value = part.get(key)
-        return {str(k): int(v) for k, v in value.items() if isinstance(v, (int, float))} if isinstance(value, dict) else {}
+        if not isinstance(value, dict):
+            return {}
+        return {str(k): int(v) for k, v in value.items() if isinstance(v, (int, float))}
 
     verdicts = numbers("verdicts")
     if not verdicts and made > kept:

@@ -114,13 +114,14 @@ def growth_section(doc: Doc, run: Path, rounds: list[Round], out: Path, notes: l
     if not plots.growth(series, groups, scores, out / "growth.png"):
         return
     doc.heading(2, "Growth: length per round")
-    doc.image("growth.png", "word-count distribution per round of kept answers, kept extensions and held-out answers")
+    doc.image("growth.png", "word counts per round: kept answers, kept extensions, held-out answers")
     rows = []
     for name, by_group in series.items():
         for group in groups:
             words = sorted(by_group.get(group) or [])
             if words:
-                rows.append([group, name, len(words), words[len(words) // 2], sum(words) / len(words), words[-1]])
+                mean = sum(words) / len(words)
+                rows.append([group, name, len(words), words[len(words) // 2], mean, words[-1]])
     doc.table(["round", "series", "n", "median words", "mean words", "max words"], rows)
     if scores:
         doc.table(["score", *groups], [[name, *[v.get(g) for g in groups]] for name, v in scores.items()])
@@ -137,8 +138,8 @@ def final_section(doc: Doc, run: Path, out: Path, notes: list[str]) -> None:
         low, high = (collect.get("word_range") or [None, None])[:2]
         removed = collect.get("removed") if isinstance(collect.get("removed"), dict) else {}
         doc.para(
-            f"Collected {collect.get('candidates')} candidates, kept {collect.get('kept')} of {low}-{high} words "
-            f"(removed: {', '.join(f'{k} {v}' for k, v in removed.items()) or 'none'})."
+            f"Collected {collect.get('candidates')} candidates, kept {collect.get('kept')} of {low}-{high} "
+            f"words (removed: {', '.join(f'{k} {v}' for k, v in removed.items()) or 'none'})."
         )
     records = final_records(run, notes)
     by_type: dict[str, list[int]] = {}
@@ -148,15 +149,15 @@ def final_section(doc: Doc, run: Path, out: Path, notes: list[str]) -> None:
         rows = []
         for kind, n in length["types"].items():
             words = sorted(by_type.get(kind, []))
-            rows.append([kind, n, words[0] if words else None, words[len(words) // 2] if words else None,
-                         words[-1] if words else None])
+            low, mid, high = (words[0], words[len(words) // 2], words[-1]) if words else (None, None, None)
+            rows.append([kind, n, low, mid, high])
         doc.table(["constraint type", "examples", "min words", "median words", "max words"], rows)
         rewrite = length.get("rewrite") if isinstance(length.get("rewrite"), dict) else {}
-        doc.para(f"Final SFT set: {length.get('kept')} examples; constraints woven in by "
-                 f"{', '.join(f'{k} {v}' for k, v in rewrite.items()) or 'nothing yet'}.")
+        by = ", ".join(f"{k} {v}" for k, v in rewrite.items()) or "nothing yet"
+        doc.para(f"Final SFT set: {length.get('kept')} examples; constraints woven in by {by}.")
     if plots.lengths_by_type(by_type, out / "final_lengths.png"):
         doc.image("final_lengths.png", "final SFT set lengths by constraint type")
     stats = read_json(final / "model" / "training_stats.json", notes)
     if stats:
-        doc.table(["final training", "value"], [[k, stats.get(k)] for k in ("method", "examples", "steps", "final_loss",
-                                                                          "train_tokens", "seconds") if k in stats])
+        keys = ("method", "examples", "steps", "final_loss", "train_tokens", "seconds")
+        doc.table(["final training", "value"], [[k, stats[k]] for k in keys if k in stats])
