@@ -49,7 +49,7 @@ vm.runInContext(code, context, {filename: "browse.html"});
   const i = idx.byId.get(recordId);
   if (i === undefined) throw new Error("no record " + recordId);
   const opening = performance.now();
-  await vm.runInContext(`open(${+round}, ${i})`, context);
+  await vm.runInContext(`openRecord(${+round}, ${i})`, context);
   const opened = performance.now() - opening;
   console.log(JSON.stringify({...first, detail: element("detail").innerHTML, loaded, ready_ms: ready, open_ms: opened}));
 })().catch((e) => { console.error(e); process.exit(1); });
