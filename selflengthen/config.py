@@ -236,6 +236,11 @@ class ChecksConfig(_Strict):
         default_factory=lambda: ["revised", "revision", "response", "version", "paragraph"],
         description="words that show the model talking about its rewrite (English, first/last lines)",
     )
+    early_abort: bool = Field(
+        True,
+        description="stop a generation at the first token where a repeated n-gram already rejects it: "
+        "same verdicts, fewer tokens (false = generate every text to its end)",
+    )
 
 
 class SelectConfig(_Strict):

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from selflengthen.text.prefix import AbortRule, PrefixMonitor
+
 # The roles of Self-Lengthen, each a LoRA adapter on the shared base. None = the base model.
 GENERATOR = "generator"
 EXTENDER = "extender"
@@ -44,15 +46,48 @@ class Request:
     prefill: str = ""
     adapter: str | None = None
     tag: str = ""  # free text for logs and errors (e.g. the item id)
+    # Early abort: end the generation at the first token where this rule already rejects the
+    # text (a repeated n-gram); None = generate to the end. See `Request.monitor`.
+    abort: AbortRule | None = None
+
+    def monitor(self) -> PrefixMonitor | None:
+        """A fresh monitor for one generation of this request, or None without an abort rule.
+
+        How an engine honours the rule: after each new token, `reason = monitor.feed(text)` with
+        the whole text generated so far (stop strings cut off, prefill excluded: the monitor
+        holds it); once `reason` is not None, stop that sequence (close the stream, abort the
+        request, mark the row done) and return `aborted_result(...)` with the text so far.
+        `monitor.reason` is already set when the prefill alone fails: send nothing then.
+        An engine that cannot stop early may ignore the rule: the stages' checks give the same
+        verdict on the full text, only later."""
+        return self.abort.monitor(self.prefill) if self.abort is not None else None
 
 
 @dataclass
 class Result:
     text: str
-    finish_reason: str  # "stop" (eos or a stop string) or "length" (hit max_tokens)
+    # "stop" (eos or a stop string), "length" (hit max_tokens), or "aborted" (stopped early by the
+    # request's abort rule; `abort_reason` says which check failed on the text so far)
+    finish_reason: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str = "base"  # what produced it: "base", or the adapter's name
+    abort_reason: str | None = None
+    tokens_saved: int = 0  # aborted: the token budget left unspent (max_tokens - completion_tokens)
+
+
+def aborted_result(text: str, reason: str, *, max_tokens: int, prompt_tokens: int = 0,
+                   completion_tokens: int = 0, model: str = "base") -> Result:
+    """The Result of a generation its abort rule stopped after `completion_tokens` tokens."""
+    return Result(
+        text=text,
+        finish_reason="aborted",
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        model=model,
+        abort_reason=reason,
+        tokens_saved=max(0, max_tokens - completion_tokens),
+    )
 
 
 @runtime_checkable

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from selflengthen.config import Config
-from selflengthen.engines.base import EXTENDER, GENERATOR, Engine, SamplingParams
+from selflengthen.engines.base import EXTENDER, GENERATOR, Engine, Result, SamplingParams
 from selflengthen.progress import NullProgress, Progress
 from selflengthen.store import JsonlAppender, RoundDir, existing_ids
 from selflengthen.text.checks import CheckConfig
+from selflengthen.text.prefix import AbortRule
 
 
 @dataclass
@@ -56,6 +57,14 @@ class RoundContext:
         c = self.config.checks
         return CheckConfig(ngram_words=c.ngram_words, ngram_cjk=c.ngram_cjk, meta_words=tuple(c.meta_words))
 
+    def abort_rule(self, keep_fraction: float = 0.0) -> AbortRule | None:
+        """Early abort for a generation the checks will judge (None when `checks.early_abort` is off).
+        `keep_fraction`: only repeats in that leading share of paragraphs count (stage 1)."""
+        c = self.config.checks
+        if not c.early_abort:
+            return None
+        return AbortRule.for_checks(c.ngram_words, c.ngram_cjk, keep_fraction)
+
     def rng(self, *key: Any) -> random.Random:
         """A random generator for one item, stable across restarts (resume redoes the same draws)."""
         text = "|".join(str(k) for k in (self.config.seed, self.round, *key))
@@ -89,6 +98,16 @@ class RoundContext:
         if engine.kind == "ray":
             return engine.ray.job_size
         return 2 * engine.batch_size
+
+
+def token_fields(*results: Result) -> dict[str, int]:
+    """The record's token figures for one or more model calls: generated tokens, and the budget an
+    early abort left unspent (only when one did)."""
+    out = {"tokens": sum(r.completion_tokens for r in results)}
+    saved = sum(r.tokens_saved for r in results)
+    if saved:
+        out["tokens_saved"] = saved
+    return out
 
 
 async def run_items(

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from selflengthen.engines.base import Request
+from selflengthen.engines.base import Request, aborted_result
 from selflengthen.prompts import template
-from selflengthen.stages.common import RoundContext, run_items
+from selflengthen.stages.common import RoundContext, run_items, token_fields
 from selflengthen.stages.select import PASSED, finalize_with_selection
 from selflengthen.store import read_jsonl
 from selflengthen.text.checks import check_text
@@ -40,16 +40,27 @@ def stage2_prefill(stage1_kept: str) -> str:
 
 
 async def micro_step(ctx: RoundContext, query: str, current: str, best_words: int, rng) -> dict:
-    """One two-stage extension of `current`. Returns the step's record."""
+    """One two-stage extension of `current`. Returns the step's record.
+
+    With early abort, stage 1 stops once a repeat lies in paragraphs it will certainly keep, and
+    stage 2 is not sent when its prefill already repeats: the stage-2 result (prefill +
+    continuation) would fail the same check. Both stages' seeds are drawn either way, so every
+    later request is the one the full run sends."""
+    cfg = ctx.config.extend
     former = join_paragraphs(former_half(split_paragraphs(current)))
     stage1 = await ctx.engine.generate(
-        Request(extend_messages(query, former), ctx.extend_sampling(rng), adapter=ctx.extender, tag="stage1")
+        Request(extend_messages(query, former), ctx.extend_sampling(rng), adapter=ctx.extender, tag="stage1",
+                abort=ctx.abort_rule(keep_fraction=cfg.stage1_keep))
     )
-    kept = join_paragraphs(keep_leading_fraction(split_paragraphs(stage1.text), ctx.config.extend.stage1_keep))
+    kept = join_paragraphs(keep_leading_fraction(split_paragraphs(stage1.text), cfg.stage1_keep))
     prefill = stage2_prefill(kept)
-    stage2 = await ctx.engine.generate(
-        Request(extend_messages(query, current), ctx.extend_sampling(rng), prefill=prefill, adapter=ctx.extender, tag="stage2")
-    )
+    request = Request(extend_messages(query, current), ctx.extend_sampling(rng), prefill=prefill,
+                      adapter=ctx.extender, tag="stage2", abort=ctx.abort_rule())
+    monitor = request.monitor()
+    if monitor is not None and monitor.reason is not None:  # includes an aborted stage 1
+        stage2 = aborted_result("", monitor.reason, max_tokens=request.params.max_tokens, model=stage1.model)
+    else:
+        stage2 = await ctx.engine.generate(request)
     result = prefill + stage2.text
     words = count_words(result)
     reason = check_text(result, stage2.finish_reason, ctx.checks)
@@ -65,6 +76,7 @@ async def micro_step(ctx: RoundContext, query: str, current: str, best_words: in
         "finish_reason": stage2.finish_reason,
         "accepted": reason is None,
         "reason": reason,
+        **token_fields(stage1, stage2),
     }
 
 
@@ -85,7 +97,9 @@ async def extend_answer(ctx: RoundContext, extension_id: str, answer: dict) -> d
             break
         accepted_any = any(s["accepted"] for s in steps)
         reason = TOO_SHORT if accepted_any else steps[-1]["reason"]
-        attempts.append({"reason": reason, "words": best_words, "step_reasons": [s["reason"] for s in steps]})
+        attempts.append({"reason": reason, "words": best_words, "step_reasons": [s["reason"] for s in steps],
+                         "step_tokens": [s["tokens"] for s in steps],
+                         "tokens_saved": sum(s.get("tokens_saved", 0) for s in steps)})
     return {
         "id": extension_id,
         "answer_id": answer["id"],

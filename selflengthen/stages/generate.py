@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from selflengthen.engines.base import Request
-from selflengthen.stages.common import RoundContext, run_items
+from selflengthen.stages.common import RoundContext, run_items, token_fields
 from selflengthen.stages.select import PASSED, finalize_with_selection
 from selflengthen.store import read_jsonl
 from selflengthen.text.checks import check_text
@@ -22,7 +22,7 @@ from selflengthen.text.words import count_words
 async def answer_instruction(ctx: RoundContext, answer_id: str, instruction: dict) -> dict:
     rng = ctx.rng("generate", answer_id)
     attempts: list[dict] = []
-    text, finish = "", ""
+    text, finish, tokens = "", "", {}
     for _ in range(ctx.config.generate.retries):
         result = await ctx.engine.generate(
             Request(
@@ -30,13 +30,14 @@ async def answer_instruction(ctx: RoundContext, answer_id: str, instruction: dic
                 params=ctx.sampling(rng),
                 adapter=ctx.generator,
                 tag=answer_id,
+                abort=ctx.abort_rule(),
             )
         )
-        text, finish = result.text.strip(), result.finish_reason
+        text, finish, tokens = result.text.strip(), result.finish_reason, token_fields(result)
         reason = check_text(text, finish, ctx.checks)
         if reason is None:
             break
-        attempts.append({"reason": reason, "words": count_words(text), "finish_reason": finish})
+        attempts.append({"reason": reason, "words": count_words(text), "finish_reason": finish, **tokens})
     return {
         "id": answer_id,
         "instruction_id": instruction["id"],
@@ -46,6 +47,7 @@ async def answer_instruction(ctx: RoundContext, answer_id: str, instruction: dic
         "finish_reason": finish,
         "verdict": PASSED if reason is None else reason,
         "model": ctx.generator or "base",
+        **tokens,
         "attempts": attempts,
     }
 

@@ -6,10 +6,15 @@ exception: the caller records the reason code next to the raw text and moves on.
     reason = check_text(result.text, result.finish_reason)
     if reason is None: ...keep it...
 
-The checks, in the order they are reported: the text is not empty; the model was not cut
-off by the token limit; it ends with sentence-final punctuation; no n-gram of units repeats
-(a looping model); and, for English, the first and last lines do not talk about "the revised
+The checks, in the order they are reported: the text is not empty; no n-gram of units repeats
+(a looping model); the model was not cut off by the token limit; it ends with sentence-final
+punctuation; and, for English, the first and last lines do not talk about "the revised
 version" (the model commenting on its own rewrite instead of writing the text).
+
+A repeated n-gram is reported before the checks on how the text ends because it is the one
+failure a prefix already shows: a generation stopped at its first repeat (early abort,
+text/prefix.py) gets the same reason the full text would get. A looping text usually also
+runs to the token limit; the loop is the cause worth recording.
 """
 
 from __future__ import annotations
@@ -30,9 +35,9 @@ REASON_META_WORDS = "meta_words"
 # In the order check_text tests them: the first failing check is the one reported.
 ALL_REASONS = (
     REASON_EMPTY,
+    REASON_REPEATED_NGRAM,
     REASON_TRUNCATED,
     REASON_NO_FINAL_PUNCTUATION,
-    REASON_REPEATED_NGRAM,
     REASON_META_WORDS,
 )
 
@@ -188,15 +193,15 @@ def check_text(
     """
     if not text.strip():
         return REASON_EMPTY
-    if finish_reason == "length":
-        return REASON_TRUNCATED
     if language is None:
         language = detect_language(text)
-    if not ends_with_sentence_punctuation(text, language):
-        return REASON_NO_FINAL_PUNCTUATION
     n = config.ngram_cjk if language == "zh" else config.ngram_words
     if find_repeated_ngram(text, n) is not None:
         return REASON_REPEATED_NGRAM
+    if finish_reason in ("length", "aborted"):  # an aborted text is unfinished too
+        return REASON_TRUNCATED
+    if not ends_with_sentence_punctuation(text, language):
+        return REASON_NO_FINAL_PUNCTUATION
     if language == "en" and find_meta_words(
         text, tuple(config.meta_words), config.meta_head_lines, config.meta_tail_lines
     ):

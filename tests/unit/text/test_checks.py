@@ -217,7 +217,7 @@ def test_check_config_rejects_bad_values_naming_the_field(kwargs, field):
 
 
 def test_reasons_in_check_order():
-    assert ALL_REASONS == ("empty", "truncated", "no_final_punctuation", "repeated_ngram", "meta_words")
+    assert ALL_REASONS == ("empty", "repeated_ngram", "truncated", "no_final_punctuation", "meta_words")
 
 
 def test_good_texts_pass():
@@ -271,10 +271,16 @@ def test_meta_words_are_not_checked_in_chinese():
 
 
 def test_first_failing_check_is_reported():
+    # A repeat is reported before how the text ends: a prefix already shows it (early abort).
     looping = f"Revised: {WORDS_10} and {WORDS_10}"
-    assert check_text(looping, "length") == REASON_TRUNCATED
-    assert check_text(looping, "stop") == REASON_NO_FINAL_PUNCTUATION
+    assert check_text(looping, "length") == REASON_REPEATED_NGRAM
+    assert check_text(looping, "stop") == REASON_REPEATED_NGRAM
     assert check_text(looping + ".", "stop") == REASON_REPEATED_NGRAM
+    revised = f"Revised: {WORDS_10} and more"
+    assert check_text(revised, "length") == REASON_TRUNCATED
+    assert check_text(revised, "aborted") == REASON_TRUNCATED  # unfinished, whatever stopped it
+    assert check_text(revised, "stop") == REASON_NO_FINAL_PUNCTUATION
+    assert check_text(revised + ".", "stop") == REASON_META_WORDS
 
 
 def test_explicit_language_picks_the_ngram_length():
