@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -91,9 +92,22 @@ class DispatchStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     per_url: dict[str, int] = field(default_factory=dict)
+    aborted: int = 0  # streams closed early by their consumer (early abort)
 
     def fail(self, kind: str) -> None:
         self.failures[kind] = self.failures.get(kind, 0) + 1
+
+
+class StreamConsumer(Protocol):
+    """Reads one streamed answer (see Dispatcher.post)."""
+
+    garbage: str | None  # set by the dispatcher when an event is not JSON
+
+    def feed(self, event: Any) -> bool:
+        """Take one event; True = stop reading (the answer is complete enough)."""
+
+    def result(self) -> Any:
+        """The answer as one JSON-like object; raises ValueError when the stream was incomplete."""
 
 
 class Retryable(Exception):
@@ -203,10 +217,20 @@ class Dispatcher:
     # ------------------------------------------------------------------ requests
 
     async def post(
-        self, path: str, body: dict, *, tag: str = "", validate: Callable[[Any], None] | None = None
+        self,
+        path: str,
+        body: dict,
+        *,
+        tag: str = "",
+        validate: Callable[[Any], None] | None = None,
+        stream: Callable[[], StreamConsumer] | None = None,
     ) -> Any:
         """POST `body` to `path` on some replica and return the JSON answer, retrying as described
-        above. `validate(data)` raises ValueError/KeyError/IndexError/TypeError on a garbage answer."""
+        above. `validate(data)` raises ValueError/KeyError/IndexError/TypeError on a garbage answer.
+
+        With `stream`, the body asks for server-sent events: each attempt gets a fresh consumer from
+        `stream()`, fed every event; when `feed` returns True the response is closed at once (the
+        server sees the client go and stops generating) and the consumer's `result()` is the answer."""
         self.ensure_loop()
         cfg = self.config
         self.stats.requests += 1
@@ -226,7 +250,7 @@ class Dispatcher:
                 last = str(exc)
                 break
             try:
-                data = await self._attempt(endpoint, path, body, deadline, validate)
+                data = await self._attempt(endpoint, path, body, deadline, validate, stream)
             except Fatal as exc:
                 raise EngineError(
                     self.scrub(f"request {tag or '?'} to {endpoint.url}{path} failed: {exc}")
@@ -274,6 +298,7 @@ class Dispatcher:
         body: dict,
         deadline: float,
         validate: Callable[[Any], None] | None,
+        stream: Callable[[], StreamConsumer] | None = None,
     ) -> Any:
         """One POST. Returns the parsed JSON or raises Retryable / Fatal."""
         assert self._client is not None
@@ -284,10 +309,14 @@ class Dispatcher:
         limit = min(
             self.config.timeout_s + self.config.connect_timeout_s, max(deadline - time.monotonic(), 0.001)
         )
+        consumer = stream() if stream is not None else None
         try:
-            response = await asyncio.wait_for(
-                self._client.post(endpoint.url + path, json=body), timeout=limit
-            )
+            if consumer is not None:
+                response = await asyncio.wait_for(self._stream(endpoint.url + path, body, consumer), timeout=limit)
+            else:
+                response = await asyncio.wait_for(
+                    self._client.post(endpoint.url + path, json=body), timeout=limit
+                )
         except httpx.ConnectTimeout:
             raise Retryable("timeout", f"no connection within {self.config.connect_timeout_s:g}s") from None
         except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
@@ -302,13 +331,38 @@ class Dispatcher:
         if status >= 400:
             raise Fatal(f"HTTP {status}: {snippet(response.text)}")
         try:
-            data = response.json()
+            data = consumer.result() if consumer is not None else response.json()
             if validate is not None:
                 validate(data)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            message = f"malformed response ({type(exc).__name__}: {exc}): {snippet(response.text)}"
+            shown = "(streamed)" if consumer is not None else snippet(response.text)
+            message = f"malformed response ({type(exc).__name__}: {exc}): {shown}"
             raise Retryable("garbage", message) from None
         return data
+
+    async def _stream(self, url: str, body: dict, consumer: StreamConsumer) -> httpx.Response:
+        """POST and feed the server-sent events to `consumer` until it has enough or the stream ends.
+        Returns the response (its body read only when it is an error)."""
+        assert self._client is not None
+        async with self._client.stream("POST", url, json=body) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                return response
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators and SSE comments
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                try:
+                    event = json.loads(payload)
+                except ValueError:
+                    consumer.garbage = snippet(payload)
+                    break
+                if consumer.feed(event):
+                    self.stats.aborted += 1
+                    break  # leaving the block closes the connection: the server stops this sequence
+        return response
 
     async def get_json(self, path: str) -> Any:
         """GET `path` from the first replica, with the same retry bounds (used for /v1/models)."""

@@ -22,9 +22,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from selflengthen.engines.base import Request, Result, cut_at_stop, render_prompt
+from selflengthen.engines.base import Request, Result, aborted_result, cut_at_stop, render_prompt
 from selflengthen.engines.dispatch import Dispatcher
 from selflengthen.engines.server import describe_exit
+from selflengthen.engines.streaming import AbortingStream
 from selflengthen.errors import ConfigError, EngineError
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,9 @@ class OpenAIEngine:
         if request.adapter is not None and request.adapter not in self.routes:
             raise EngineError(f"no adapter loaded for role '{request.adapter}' (call set_adapters first)")
         model = await self._served_model(request.adapter)
+        monitor = request.monitor()
+        if monitor is not None and monitor.reason is not None:  # the prefill alone fails: send nothing
+            return aborted_result("", monitor.reason, max_tokens=request.params.max_tokens, model=model)
         path, body, prompt_tokens = self._build(request, model)
         if self.lora_api == "llamacpp":
             # llama-server serves every adapter under the base's name; the request picks one by id
@@ -183,8 +187,17 @@ class OpenAIEngine:
             body["lora"] = [
                 {"id": i, "scale": 1.0 if role == request.adapter else 0.0} for role, i in self.lora_ids.items()
             ]
-        data = await self.dispatch.post(path, body, tag=request.tag, validate=check_choice)
-        return self._parse_result(data, request, model, prompt_tokens)
+        stream = None
+        if monitor is not None:
+            # Early abort: stream the tokens and close the response at the first one where the
+            # abort rule fails; vLLM, SGLang and llama-server stop a request whose client has gone.
+            body["stream"] = True
+            if self.fields == "vllm":
+                body["stream_options"] = {"include_usage": True}
+            chat = self.config.mode != "completions"
+            stream = lambda: AbortingStream(request.monitor(), request.params.stop, chat)  # noqa: E731
+        data = await self.dispatch.post(path, body, tag=request.tag, validate=check_choice, stream=stream)
+        return self._parse_result(data, request, model, prompt_tokens, max_tokens=body.get("max_tokens"))
 
     def _build(self, request: Request, model: str) -> tuple[str, dict[str, Any], int]:
         """(endpoint path, JSON body, prompt tokens counted here or 0) for one request."""
@@ -227,7 +240,9 @@ class OpenAIEngine:
         body.update(self.config.extra_body)
         return path, body, prompt_tokens
 
-    def _parse_result(self, data: dict, request: Request, model: str, prompt_tokens: int) -> Result:
+    def _parse_result(
+        self, data: dict, request: Request, model: str, prompt_tokens: int, max_tokens: int | None = None
+    ) -> Result:
         choice = data["choices"][0]
         if self.config.mode == "completions":
             text = choice.get("text")
@@ -247,6 +262,12 @@ class OpenAIEngine:
             completion_tokens=completion_tokens,
             model=model,
         )
+        if data.get("aborted"):
+            # Tokens the server generated before it saw us go: at least the events we read.
+            completion_tokens = max(completion_tokens, int(data.get("events") or 0))
+            result = aborted_result(text, data["aborted"], max_tokens=max_tokens or request.params.max_tokens,
+                                    prompt_tokens=result.prompt_tokens, completion_tokens=completion_tokens,
+                                    model=model)
         self.stats.prompt_tokens += result.prompt_tokens
         self.stats.completion_tokens += result.completion_tokens
         return result

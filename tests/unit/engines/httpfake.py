@@ -34,6 +34,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     action: str | None = None  # "reset": drop the connection; "cutoff": promise more bytes than sent
+    events: list[Any] | None = None  # server-sent events, one "data:" line each, then "data: [DONE]"
+    event_delay: float = 0.0  # seconds between events, as a server generating tokens
 
 
 def completion(
@@ -76,6 +78,8 @@ class FakeServer:
         self.requests: list[Seen] = []
         self.current = 0
         self.max_concurrent = 0
+        self.events_sent = 0  # streamed events written before the client hung up (or all of them)
+        self.hangups = 0  # streams whose client closed the connection before the end
         self._lock = threading.Lock()
         outer = self
 
@@ -112,6 +116,9 @@ class FakeServer:
                     self.close_connection = True
                     self.connection.close()
                     return
+                if reply.events is not None:
+                    self._stream(reply)
+                    return
                 data = reply.body if reply.body is not None else json.dumps(reply.json).encode()
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():
@@ -128,6 +135,24 @@ class FakeServer:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _stream(self, reply: Reply) -> None:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                lines = [f"data: {json.dumps(e)}\n\n".encode() for e in reply.events or ()]
+                try:
+                    for line in [*lines, b"data: [DONE]\n\n"]:
+                        self.wfile.write(line)
+                        self.wfile.flush()
+                        with outer._lock:
+                            outer.events_sent += 1
+                        time.sleep(reply.event_delay)
+                except (BrokenPipeError, ConnectionResetError):
+                    with outer._lock:
+                        outer.hangups += 1
 
             do_GET = _serve
             do_POST = _serve
