@@ -11,7 +11,10 @@ qwen/step2_ext_responses.py; facts read from them, no code taken):
           blocking stage-2 call, then the 1.2 x rule; a failed job tries again from the answer.
 So at most 32, then 16, requests are in flight, however many the server could take, and Step 2
 waits for Step 1's slowest item. Same prompts, sampling, checks and selection as the project's
-stages (their helpers are reused), same engine: only the driving differs.
+stages (their helpers are reused), same engine: only the driving differs. Every text is generated
+to its end (no early abort), as the reference scripts do. Each item draws its seeds from the same
+id as in the pipeline (bench/round_steps.py writes instruction i as "r1-bench-000i"), so both see
+the same sampling seeds and differ only where the designs do.
 """
 
 from __future__ import annotations
@@ -56,17 +59,19 @@ def reference_steps_1_2(
 
     ctx = RoundContext.for_round(config, engine, run_dir, 1)
     call = BlockingClient(engine)
+    tries, tries_lock = [0], threading.Lock()  # extension job tries (the 1.2 x rule's attempts)
     answer_pool = ThreadPoolExecutor(max_workers=workers[0])
     extend_pool = ThreadPoolExecutor(max_workers=workers[1])
     try:
         def answer(item):
             i, sample, text = item
-            rng = ctx.rng("generate", f"ref-{i}-{sample}")
+            answer_id = f"r1-bench-{i:04d}-a{sample}"
+            rng = ctx.rng("generate", answer_id)
             for _ in range(config.generate.retries):
                 r = call(Request([{"role": "user", "content": text}], ctx.sampling(rng), adapter=ctx.generator))
                 reply = r.text.strip()
                 if check_text(reply, r.finish_reason, ctx.checks) is None:
-                    return {"query": text, "text": reply, "words": count_words(reply)}
+                    return {"id": answer_id, "query": text, "text": reply, "words": count_words(reply)}
             return None
 
         items = [(i, s, text) for i, text in enumerate(instructions) for s in range(config.generate.samples_per_instruction)]
@@ -75,8 +80,10 @@ def reference_steps_1_2(
 
         def extend_job(job):
             """One job, alone on its thread: every try, every micro-iteration, both stages, in turn."""
-            rng = ctx.rng("extend", f"ref-{job['n']}-{job['j']}")
+            rng = ctx.rng("extend", f"{job['id']}-e{job['j']}")
             for _ in range(config.extend.retries):
+                with tries_lock:
+                    tries[0] += 1
                 best, best_words = job["text"], job["words"]
                 for _ in range(config.extend.micro_iterations):
                     former = join_paragraphs(former_half(split_paragraphs(best)))
@@ -95,7 +102,7 @@ def reference_steps_1_2(
         kept_answers = [a for a, k in zip(answers, keep) if k]
         jobs = [dict(a, n=n, j=j) for n, a in enumerate(kept_answers) for j in range(config.extend.jobs_per_answer)]
         passed = sum(extend_pool.map(extend_job, jobs))
-        return {"answers_kept": len(kept_answers), "extensions_passed": passed}
+        return {"answers_kept": len(kept_answers), "extensions_passed": passed, "extension_tries": tries[0]}
     finally:
         answer_pool.shutdown()
         extend_pool.shutdown()

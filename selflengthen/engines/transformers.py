@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from selflengthen.engines.base import Request, Result, render_prompt
+from selflengthen.engines.base import Request, Result, aborted_result, cut_at_stop, render_prompt
 from selflengthen.engines.batching import BatchingQueue, Pending
 from selflengthen.errors import ConfigError, EngineError
 
@@ -101,6 +101,10 @@ class TransformersEngine:
     async def generate(self, request: Request) -> Result:
         if request.adapter is not None and request.adapter not in self._adapters:
             raise EngineError(f"no adapter loaded for role '{request.adapter}'")
+        monitor = request.monitor()
+        if monitor is not None and monitor.reason is not None:  # the prefill alone fails: generate nothing
+            return aborted_result("", monitor.reason, max_tokens=request.params.max_tokens,
+                                  model=self.model_label(request.adapter))
         return await self.queue.submit(request, render_prompt(self.tokenizer, request.messages, request.prefill))
 
     # ------------------------------------------------------------------ the batch itself
@@ -130,6 +134,15 @@ class TransformersEngine:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        abort = None
+        if any(p.request.abort is not None for p in batch):
+            from transformers import StoppingCriteriaList
+
+            from selflengthen.engines.abort_criteria import AbortCriteria
+
+            abort = AbortCriteria(self.tokenizer, [p.request.monitor() for p in batch], prompt_len,
+                                  params.stop, self._eos_ids())
+            kwargs["stopping_criteria"] = StoppingCriteriaList([abort])
         with torch.no_grad():
             if request.adapter is None and hasattr(self.model, "disable_adapter"):
                 with self.model.disable_adapter():
@@ -142,7 +155,13 @@ class TransformersEngine:
         eos_ids = self._eos_ids()
         results = []
         label = self.model_label(request.adapter)
-        for p, row, attn in zip(batch, new_tokens, enc["attention_mask"].sum(dim=1).tolist()):
+        for i, (row, attn) in enumerate(zip(new_tokens, enc["attention_mask"].sum(dim=1).tolist())):
+            if abort is not None and i in abort.aborted:
+                n, reason = abort.aborted[i]
+                text, _ = cut_at_stop(self.tokenizer.decode(row[:n], skip_special_tokens=True), params.stop)
+                results.append(aborted_result(text, reason, max_tokens=max_new, prompt_tokens=int(attn),
+                                              completion_tokens=n, model=label))
+                continue
             results.append(self._finish(row, eos_ids, params, max_new, int(attn), label))
         self.stats.batches += 1
         self.stats.sequences += len(batch)
@@ -161,8 +180,6 @@ class TransformersEngine:
         return ids
 
     def _finish(self, row: list[int], eos_ids: set[int], params: Any, max_new: int, prompt_tokens: int, label: str) -> Result:
-        from selflengthen.engines.base import cut_at_stop
-
         ended = False
         for i, tok in enumerate(row):
             if tok in eos_ids:  # eos, or the padding after a sequence stopped (pad = eos here)

@@ -1,0 +1,159 @@
+"""Goodput: seconds and tokens per KEPT extension, ours against the reference design, same engine.
+
+    python bench/goodput.py                                   # llama-server if installed, else transformers
+    python bench/goodput.py --instructions 8 --reps 2 --max-tokens 512 --json out.json
+    python bench/goodput.py --set checks.early_abort=false    # ours without early abort
+
+A user pays for kept samples, not for tokens/s. One round's Steps 1-2 on the embedded model, from
+the same instructions, with the paper's 10-word repeated n-gram check, driven two ways:
+ ours       the project's stages: many items in flight, early abort (a generation stops at the
+            first token where a repeated 10-word phrase already rejects it);
+ reference  the paper's reference scripts' design (bench/reference_design.py): 32 then 16
+            threads of blocking requests, a barrier between the steps, every text generated to
+            its end.
+Each run gets a fresh managed server (or a fresh transformers engine); the order alternates
+between repetitions. Both draw the same sampling seeds per item. Printed per run and as medians:
+wall seconds, generated tokens, kept extensions, seconds and tokens per kept extension, and the
+share of Step-2 tries (extension job attempts) kept. The last line is
+`speedup = X`: the median of reference s/kept over the median of ours s/kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reference_design import reference_steps_1_2  # noqa: E402
+from round_steps import engine_overrides, seed_instructions, steps_1_2, write_instructions  # noqa: E402
+
+ROOT = Path(__file__).parents[1]
+
+
+def extension_tries(run_dir: Path) -> int:
+    from selflengthen.store import read_jsonl, round_dir
+
+    return sum(1 + len(row.get("attempts", ())) for row in read_jsonl(round_dir(run_dir, 1).extensions))
+
+
+def run_ours(config, make_engine, run_dir: Path, instructions: list[str]) -> dict:
+    engine = make_engine(run_dir)
+    try:
+        seconds, tokens, counts = steps_1_2(config, engine, run_dir / "ours", instructions)
+        aborted = getattr(getattr(engine, "stats", None), "aborted", None)
+    finally:
+        engine.close()
+    return {"seconds": seconds, "tokens": tokens, "kept": counts["extensions_kept"],
+            "tries": extension_tries(run_dir / "ours"), "answers_kept": counts["answers_kept"],
+            "streams_aborted": aborted}
+
+
+def run_reference(config, make_engine, run_dir: Path, instructions: list[str], workers) -> dict:
+    engine = make_engine(run_dir)
+    try:
+        ref_dir = run_dir / "reference"
+        write_instructions(ref_dir, instructions)
+        before = engine.stats.completion_tokens
+        started = time.perf_counter()
+        counts = reference_steps_1_2(config, engine, ref_dir, instructions, workers)
+        seconds = time.perf_counter() - started
+        tokens = engine.stats.completion_tokens - before
+    finally:
+        engine.close()
+    return {"seconds": seconds, "tokens": tokens, "kept": counts["extensions_passed"],
+            "tries": counts["extension_tries"], "answers_kept": counts["answers_kept"]}
+
+
+def per_kept(run: dict) -> dict:
+    kept = run["kept"]
+    run["s_per_kept"] = run["seconds"] / kept if kept else float("inf")
+    run["tokens_per_kept"] = run["tokens"] / kept if kept else float("inf")
+    run["share_kept"] = kept / run["tries"] if run["tries"] else 0.0
+    return run
+
+
+def row(name: str, r: dict) -> str:
+    return (f"| {name} | {r['seconds']:.0f} | {r['tokens']:,} | {r['kept']} | {r['s_per_kept']:.1f} | "
+            f"{r['tokens_per_kept']:,.0f} | {r['kept']}/{r['tries']} = {r['share_kept']:.2f} |")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--engine", default="auto", choices=["auto", "transformers", "llama-server"])
+    ap.add_argument("--instructions", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=512, help="answers' max new tokens (extensions: x1.5, demo)")
+    ap.add_argument("--slots", type=int, default=16, help="llama-server slots / transformers batch size")
+    ap.add_argument("--reps", type=int, default=2, help="repetitions; the order alternates")
+    ap.add_argument("--workers", default="32,16", help="the reference design's Step 1 and Step 2 threads")
+    ap.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
+    ap.add_argument("--set", action="append", default=[], help="config override, as for `selflengthen run`")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args(argv)
+
+    from selflengthen.config import load_config
+    from selflengthen.engines import create_engine
+    from selflengthen.engines.presets import llama_server_path
+
+    kind = args.engine
+    if kind == "auto":
+        kind = "llama-server" if llama_server_path() else "transformers"
+    # The demo's settings for this model, with the paper's 10-word repeated n-gram check.
+    config = load_config(args.config, [f"sampling.max_tokens={args.max_tokens}", "sampling.max_tokens_growth=1.0",
+                                       "checks.ngram_words=10", *engine_overrides(kind, args.slots), *args.set])
+    workers = tuple(int(w) for w in args.workers.split(","))
+    instructions = seed_instructions(args.instructions)
+
+    def make_engine(run_dir: Path):
+        return create_engine(config.engine, config.model, run_dir=run_dir)
+
+    fig: dict = {"engine": kind, "instructions": args.instructions, "max_tokens": args.max_tokens,
+                 "slots": args.slots, "cpus": os.cpu_count(), "load_before": os.getloadavg(),
+                 "early_abort": config.checks.early_abort, "runs": []}
+    header = "| run | wall s | generated tokens | kept extensions | s / kept | tokens / kept | Step-2 tries kept |"
+    print(f"engine {kind}, {args.instructions} instructions, max_tokens {args.max_tokens}, {args.slots} slots, "
+          f"10-word n-gram check, early abort {'on' if config.checks.early_abort else 'off'}; "
+          f"load average {os.getloadavg()[0]:.1f} before", flush=True)
+    print(header + "\n|---|---|---|---|---|---|---|", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.reps):
+            order = ["ours", "reference"] if rep % 2 == 0 else ["reference", "ours"]
+            for design in order:
+                run_dir = Path(tmp) / f"{design}-{rep}"
+                if design == "ours":
+                    r = run_ours(config, make_engine, run_dir, instructions)
+                else:
+                    r = run_reference(config, make_engine, run_dir, instructions, workers)
+                r = per_kept(dict(r, design=design, rep=rep, load=os.getloadavg()[0]))
+                fig["runs"].append(r)
+                print(row(f"{design} ({rep + 1})", r), flush=True)
+    medians = {}
+    for design in ("ours", "reference"):
+        runs = [r for r in fig["runs"] if r["design"] == design]
+        medians[design] = {k: statistics.median(r[k] for r in runs)
+                           for k in ("seconds", "tokens", "kept", "tries", "s_per_kept", "tokens_per_kept", "share_kept")}
+    fig["medians"] = medians
+    for design in ("ours", "reference"):
+        m = medians[design]
+        print(f"| **{design}, median** | {m['seconds']:.0f} | {m['tokens']:,.0f} | {m['kept']:g} | "
+              f"{m['s_per_kept']:.1f} | {m['tokens_per_kept']:,.0f} | {m['share_kept']:.2f} |")
+    ours, ref = medians["ours"], medians["reference"]
+    speedup = ref["s_per_kept"] / ours["s_per_kept"] if ours["s_per_kept"] not in (0, float("inf")) else float("nan")
+    fig["speedup"] = round(speedup, 2)
+    fig["load_after"] = os.getloadavg()
+    print(f"tokens per kept extension: reference / ours = "
+          f"{ref['tokens_per_kept'] / ours['tokens_per_kept']:.2f}; share of Step-2 tries kept: ours "
+          f"{ours['share_kept']:.2f}, reference {ref['share_kept']:.2f}; load average {os.getloadavg()[0]:.1f} after")
+    if args.json:
+        Path(args.json).write_text(json.dumps(fig, indent=1, default=str))
+    print(f"speedup = {speedup:.2f}")
+    return fig
+
+
+if __name__ == "__main__":
+    main()
