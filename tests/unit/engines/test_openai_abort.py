@@ -39,8 +39,13 @@ def streaming(text: str, chat: bool = False, delay: float = 0.005):
 
 
 def looping_request(prefill: str = "", max_tokens: int = 400) -> Request:
-    return Request([{"role": "user", "content": "Write."}], SamplingParams(seed=3, max_tokens=max_tokens),
-                   prefill=prefill, tag="loop-1", abort=AbortRule(ngram=10))
+    return Request(
+        [{"role": "user", "content": "Write."}],
+        SamplingParams(seed=3, max_tokens=max_tokens),
+        prefill=prefill,
+        tag="loop-1",
+        abort=AbortRule(ngram=10),
+    )
 
 
 def test_a_looping_stream_is_closed_at_the_first_repeat():

@@ -26,7 +26,9 @@ def engine():
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # short greedy runs; one thread degrades least on a busy CPU
-    config = load_config(None, ["engine.kind=transformers", "engine.batch_size=4", "engine.batch_wait_ms=200"])
+    config = load_config(
+        None, ["engine.kind=transformers", "engine.batch_size=4", "engine.batch_wait_ms=200"]
+    )
     engine = create_engine(config.engine, config.model)
     yield engine
     engine.close()
@@ -36,8 +38,13 @@ def engine():
 def looping(rule):
     # A prefill that is the phrase twice (26 words, no 20-gram repeat yet): greedy decoding keeps
     # looping it, so the 20-word rule fails a few words in.
-    return Request([{"role": "user", "content": "Write a long chant."}], GREEDY,
-                   prefill=f"{PHRASE} {PHRASE} ", abort=rule, tag="loop")
+    return Request(
+        [{"role": "user", "content": "Write a long chant."}],
+        GREEDY,
+        prefill=f"{PHRASE} {PHRASE} ",
+        abort=rule,
+        tag="loop",
+    )
 
 
 def test_a_looping_generation_is_stopped_at_its_first_repeat(engine):
@@ -52,13 +59,16 @@ def test_a_looping_generation_is_stopped_at_its_first_repeat(engine):
     assert cut.finish_reason == "aborted" and cut.abort_reason == "repeated_ngram"
     assert cut.completion_tokens < 20 < full.completion_tokens
     assert full.text.startswith(cut.text.rstrip())  # same greedy tokens, cut early
-    assert check_text(prefill + cut.text, cut.finish_reason) == check_text(prefill + full.text, full.finish_reason)
+    assert check_text(prefill + cut.text, cut.finish_reason) == check_text(
+        prefill + full.text, full.finish_reason
+    )
     assert cut.tokens_saved == 60 - cut.completion_tokens
 
 
 def test_in_a_batch_only_the_looping_row_stops(engine):
-    clean = Request([{"role": "user", "content": "Name three colours."}], GREEDY, abort=AbortRule(ngram=20),
-                    tag="clean")  # same sampling as the looping request: one batch
+    clean = Request(
+        [{"role": "user", "content": "Name three colours."}], GREEDY, abort=AbortRule(ngram=20), tag="clean"
+    )  # same sampling as the looping request: one batch
 
     async def go():
         return await asyncio.gather(engine.generate(looping(AbortRule(ngram=20))), engine.generate(clean))

@@ -26,7 +26,7 @@ LOOP = "the same phrase comes back again and again in this text without end"
 
 def answer(seed: int) -> Result:
     kind = seed % 5
-    body = f"{words(f'a{seed}x', 30)}.\n\n{words(f'a{seed}y', 30)}.\n\n{words(f'a{seed}z', 30)}.\n\n{words(f'a{seed}w', 30)}."
+    body = "\n\n".join(f"{words(f'a{seed}{part}', 30)}." for part in "xyzw")
     if kind == 0:
         return Result(body + " " + " ".join([LOOP] * 12), "length", completion_tokens=280)
     if kind == 1:
@@ -65,9 +65,16 @@ def script(request):
 
 
 def run_round(tmp_path, early_abort: bool):
-    overrides = [f"checks.early_abort={str(early_abort).lower()}", "checks.meta_words=[]",
-                 "generate.samples_per_instruction=2", "generate.retries=3", "extend.jobs_per_answer=2",
-                 "extend.micro_iterations=2", "extend.retries=3", "engine.max_in_flight=5"]
+    overrides = [
+        f"checks.early_abort={str(early_abort).lower()}",
+        "checks.meta_words=[]",
+        "generate.samples_per_instruction=2",
+        "generate.retries=3",
+        "extend.jobs_per_answer=2",
+        "extend.micro_iterations=2",
+        "extend.retries=3",
+        "engine.max_in_flight=5",
+    ]
     ctx = make_ctx(tmp_path, script, overrides)
     ctx.rd.path.mkdir(parents=True)
     ctx.rd.work.mkdir(parents=True, exist_ok=True)
@@ -84,10 +91,25 @@ def run_round(tmp_path, early_abort: bool):
 
 
 def verdicts(answers, extensions):
-    a = [(r["id"], r["verdict"], [t["reason"] for t in r["attempts"]], r["text"] if r["verdict"] == "kept" else None)
-         for r in answers]
-    e = [(r["id"], r["verdict"], [(t["reason"], t["step_reasons"]) for t in r["attempts"]],
-          [s["reason"] for s in r["steps"]], r["text"] if r["verdict"] == "kept" else None) for r in extensions]
+    a = [
+        (
+            r["id"],
+            r["verdict"],
+            [t["reason"] for t in r["attempts"]],
+            r["text"] if r["verdict"] == "kept" else None,
+        )
+        for r in answers
+    ]
+    e = [
+        (
+            r["id"],
+            r["verdict"],
+            [(t["reason"], t["step_reasons"]) for t in r["attempts"]],
+            [s["reason"] for s in r["steps"]],
+            r["text"] if r["verdict"] == "kept" else None,
+        )
+        for r in extensions
+    ]
     return a, e
 
 
@@ -111,7 +133,13 @@ def test_a_round_with_early_abort_keeps_the_same_items_with_the_same_verdicts(tm
         assert abort[stage]["kept"] == full[stage]["kept"]
         assert abort[stage]["rejections"] == full[stage]["rejections"]
         assert abort[stage]["tokens"]["kept"] == full[stage]["tokens"]["kept"]  # kept texts are whole
-        assert sum(abort[stage]["tokens"]["rejected"].values()) < sum(full[stage]["tokens"]["rejected"].values())
+        assert sum(abort[stage]["tokens"]["rejected"].values()) < sum(
+            full[stage]["tokens"]["rejected"].values()
+        )
         assert abort[stage]["tokens"]["saved_at_most"] > 0 and full[stage]["tokens"]["saved_at_most"] == 0
-    assert set(abort["answers"]["tokens"]["rejected"]) <= {"repeated_ngram", "no_final_punctuation", "truncated",
-                                                          "length_biased_sampling"}
+    assert set(abort["answers"]["tokens"]["rejected"]) <= {
+        "repeated_ngram",
+        "no_final_punctuation",
+        "truncated",
+        "length_biased_sampling",
+    }

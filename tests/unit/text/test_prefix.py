@@ -57,7 +57,9 @@ def test_keep_fraction_waits_until_the_repeat_is_certainly_kept():
     assert first_failure(rule, "\n\n".join(tail) + "\n\n") is None
 
 
-TEXT = st.lists(st.sampled_from(["a", "b", "c", "A,", "一", "二", " ", "\n", "\n\n", ".", "ab"]), max_size=60).map("".join)
+TEXT = st.lists(
+    st.sampled_from(["a", "b", "c", "A,", "一", "二", " ", "\n", "\n\n", ".", "ab"]), max_size=60
+).map("".join)
 
 
 @settings(max_examples=300, deadline=None)
@@ -73,8 +75,14 @@ def test_whole_text_rule_fails_exactly_when_the_full_check_does(text, n):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), min_size=1, max_size=6).map(" ".join),
-                min_size=1, max_size=9), st.integers(min_value=2, max_value=3))
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), min_size=1, max_size=6).map(" ".join),
+        min_size=1,
+        max_size=9,
+    ),
+    st.integers(min_value=2, max_value=3),
+)
 def test_keep_fraction_rule_only_fires_when_the_kept_part_repeats(paragraphs, n):
     text = "\n\n".join(paragraphs)
     hit = first_failure(AbortRule(ngram=n, keep_fraction=2 / 3), text)
