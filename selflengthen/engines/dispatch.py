@@ -102,6 +102,7 @@ class StreamConsumer(Protocol):
     """Reads one streamed answer (see Dispatcher.post)."""
 
     garbage: str | None  # set by the dispatcher when an event is not JSON
+    plain: bool  # set by the dispatcher when the server answered with one JSON body instead
 
     def feed(self, event: Any) -> bool:
         """Take one event; True = stop reading (the answer is complete enough)."""
@@ -331,11 +332,11 @@ class Dispatcher:
         if status >= 400:
             raise Fatal(f"HTTP {status}: {snippet(response.text)}")
         try:
-            data = consumer.result() if consumer is not None else response.json()
+            data = response.json() if consumer is None or consumer.plain else consumer.result()
             if validate is not None:
                 validate(data)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            shown = "(streamed)" if consumer is not None else snippet(response.text)
+            shown = snippet(response.text) if consumer is None or consumer.plain else "(streamed)"
             message = f"malformed response ({type(exc).__name__}: {exc}): {shown}"
             raise Retryable("garbage", message) from None
         return data
@@ -345,8 +346,11 @@ class Dispatcher:
         Returns the response (its body read only when it is an error)."""
         assert self._client is not None
         async with self._client.stream("POST", url, json=body) as response:
-            if response.status_code >= 400:
+            if response.status_code >= 400 or "text/event-stream" not in response.headers.get("content-type", ""):
+                # An error, or a server that ignores `stream` and answers with one JSON body: read it
+                # whole (no early abort then; the checks still judge the full text).
                 await response.aread()
+                consumer.plain = True
                 return response
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):

@@ -25,6 +25,7 @@ class AbortingStream:
         self.events = 0
         self.aborted: str | None = None
         self.garbage: str | None = None
+        self.plain = False
 
     def feed(self, event: Any) -> bool:
         if not isinstance(event, dict):

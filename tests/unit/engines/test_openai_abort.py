@@ -4,6 +4,7 @@ the first token where the rule fails; the server sees the client go and sends no
 from __future__ import annotations
 
 import threading
+import time
 
 from selflengthen.engines.base import Request, SamplingParams
 from selflengthen.text.prefix import AbortRule
@@ -53,6 +54,9 @@ def test_a_looping_stream_is_closed_at_the_first_repeat():
     with FakeServer(streaming(text)) as server:
         engine = make_engine([server.url], sampling_fields="vllm")
         result = run(engine, looping_request())
+        deadline = time.monotonic() + 10  # the server notices at its next writes after we closed
+        while server.hangups == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
     body = server.posts()[0].json
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert result.finish_reason == "aborted" and result.abort_reason == "repeated_ngram"
@@ -110,3 +114,15 @@ def test_a_stream_cut_before_its_end_is_retried():
         engine = make_engine([server.url])
         result = run(engine, looping_request())
     assert result.text == CLEAN and len(server.posts()) == 2 and engine.stats.retries == 1
+
+
+def test_a_server_that_ignores_stream_is_read_whole():
+    """Some OpenAI-compatible servers answer `stream: true` with one JSON body: no abort, same answer."""
+    from tests.unit.engines.httpfake import completion
+
+    text = LOOP * 5
+    with FakeServer(lambda seen: Reply(json=completion(text, "length", tokens=60))) as server:
+        engine = make_engine([server.url])
+        result = run(engine, looping_request())
+    assert server.posts()[0].json["stream"] is True
+    assert result.text == text and result.finish_reason == "length" and result.completion_tokens == 60
