@@ -39,7 +39,10 @@ ROOT = Path(__file__).parents[1]
 def extension_tries(run_dir: Path) -> int:
     from selflengthen.store import read_jsonl, round_dir
 
-    return sum(1 + len(row.get("attempts", ())) for row in read_jsonl(round_dir(run_dir, 1).extensions))
+    # A job's failed tries are its attempts; a job that passed the 1.2 x rule adds its one good try.
+    passed = ("kept", "passed", "length_biased_sampling")
+    rows = read_jsonl(round_dir(run_dir, 1).extensions)
+    return sum(len(row.get("attempts", ())) + (row.get("verdict") in passed) for row in rows)
 
 
 def run_ours(config, make_engine, run_dir: Path, instructions: list[str]) -> dict:

@@ -68,7 +68,8 @@ def reference_steps_1_2(
             answer_id = f"r1-bench-{i:04d}-a{sample}"
             rng = ctx.rng("generate", answer_id)
             for _ in range(config.generate.retries):
-                r = call(Request([{"role": "user", "content": text}], ctx.sampling(rng), adapter=ctx.generator))
+                r = call(Request([{"role": "user", "content": text}], ctx.sampling(rng), adapter=ctx.generator,
+                                 tag=answer_id))
                 reply = r.text.strip()
                 if check_text(reply, r.finish_reason, ctx.checks) is None:
                     return {"id": answer_id, "query": text, "text": reply, "words": count_words(reply)}
@@ -76,7 +77,9 @@ def reference_steps_1_2(
 
         items = [(i, s, text) for i, text in enumerate(instructions) for s in range(config.generate.samples_per_instruction)]
         answers = [a for a in answer_pool.map(answer, items) if a is not None]  # Step 1 ends: a barrier
-        keep = length_biased_keep([a["words"] for a in answers], random.Random(config.seed))
+        # Selection between the steps, as configured (the same work as the pipeline's run).
+        lengths = [a["words"] for a in answers]
+        keep = length_biased_keep(lengths, random.Random(config.seed)) if config.select.length_biased else [True] * len(lengths)
 
         def extend_job(job):
             """One job, alone on its thread: every try, every micro-iteration, both stages, in turn."""
@@ -87,10 +90,11 @@ def reference_steps_1_2(
                 best, best_words = job["text"], job["words"]
                 for _ in range(config.extend.micro_iterations):
                     former = join_paragraphs(former_half(split_paragraphs(best)))
-                    out = call(Request(extend_messages(job["query"], former), ctx.extend_sampling(rng), adapter=ctx.extender))
+                    out = call(Request(extend_messages(job["query"], former), ctx.extend_sampling(rng),
+                                       adapter=ctx.extender, tag="stage1"))
                     prefill = stage2_prefill(join_paragraphs(keep_leading_fraction(split_paragraphs(out.text), config.extend.stage1_keep)))
                     out = call(Request(extend_messages(job["query"], best), ctx.extend_sampling(rng), prefill=prefill,
-                                       adapter=ctx.extender))
+                                       adapter=ctx.extender, tag="stage2"))
                     result = prefill + out.text
                     words = count_words(result)
                     if check_text(result, out.finish_reason, ctx.checks) is None and words > best_words:
