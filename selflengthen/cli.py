@@ -81,10 +81,26 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's preemption) unwinds like Ctrl-C: servers stop, finished work stays."""
 
 
-def _terminate_as_interrupt() -> None:
+TERMINATED = "Interrupted by SIGTERM. Run the same command again to resume."
+
+
+def _terminate_as_interrupt(grace_s: float = 10.0) -> None:
+    """Unwind on SIGTERM like Ctrl-C. Unwinding waits for work already inside the engine (a batch of a
+    minute or more on CPU), longer than a scheduler's grace period: after `grace_s` the process exits
+    anyway. Records are flushed per line, so nothing finished is lost either way."""
+    import os
     import signal
+    import threading
+    import time
+
+    def exit_after_grace() -> None:
+        time.sleep(grace_s)
+        sys.stderr.write(TERMINATED + "\n")
+        sys.stderr.flush()
+        os._exit(143)
 
     def on_sigterm(signum, frame):
+        threading.Thread(target=exit_after_grace, name="selflengthen-sigterm", daemon=True).start()
         raise Terminated()
 
     signal.signal(signal.SIGTERM, on_sigterm)
@@ -203,7 +219,7 @@ def main() -> None:
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except Terminated:
-        typer.echo("Interrupted by SIGTERM. Run the same command again to resume.", err=True)
+        typer.echo(TERMINATED, err=True)
         sys.exit(143)
     except KeyboardInterrupt:
         typer.echo("Interrupted. Run the same command again to resume.", err=True)
