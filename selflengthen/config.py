@@ -22,6 +22,31 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class DryConfig(_Strict):
+    """DRY anti-loop decoding (llama.cpp's sampler; our own logits processor on transformers). Off by
+    default: the paper samples without it. A small model's long texts loop, and the checks then
+    reject exactly the long ones; DRY stops a loop as it forms instead."""
+
+    multiplier: float = Field(
+        0.0, ge=0.0, le=100.0, description="DRY penalty strength; 0 = off (llama.cpp's suggestion when on: 0.8)"
+    )
+    base: float = Field(1.75, ge=1.0, le=10.0, description="the penalty grows by this factor per repeated token")
+    allowed_length: int = Field(2, ge=1, description="repeats up to this many tokens go unpenalised")
+    penalty_last_n: int = Field(
+        4096, ge=1, description="tokens looked back for repeats, prompt included (llama-server's 0 and -1 are not used)"
+    )
+    sequence_breakers: list[str] = Field(
+        default_factory=lambda: ["\n", ":", '"', "*"], min_length=1,
+        description="a repeat never reaches back across a token containing one of these (llama.cpp's defaults)",
+    )
+
+    @model_validator(mode="after")
+    def _breakers(self) -> DryConfig:
+        if any(not b for b in self.sequence_breakers):
+            raise ValueError("sampling.dry.sequence_breakers: empty strings break nothing; remove them")
+        return self
+
+
 class SamplingConfig(_Strict):
     temperature: float = Field(0.7, ge=0.0, le=5.0, description="sampling temperature (0 = greedy)")
     top_p: float = Field(0.8, gt=0.0, le=1.0, description="nucleus sampling mass")
@@ -36,6 +61,7 @@ class SamplingConfig(_Strict):
         default_factory=lambda: ["\n---", "\n\n\n"],
         description="stop strings: a markdown rule or three newlines end a piece (the model's trailing remarks follow)",
     )
+    dry: DryConfig = Field(default_factory=DryConfig)
 
 
 class ModelConfig(_Strict):
@@ -78,10 +104,11 @@ class OpenAIEngineConfig(_Strict):
         description="how adapters reach the server: vllm / sglang runtime loading, llamacpp (GGUF files at a "
         "managed llama-server's start); auto = the managed server's, else vllm",
     )
-    sampling_fields: Literal["auto", "vllm", "llamacpp", "openai"] = Field(
+    sampling_fields: Literal["auto", "vllm", "llamacpp", "llama-server", "openai"] = Field(
         "auto",
         description="how top_k / repetition_penalty are sent: vllm (also SGLang), llamacpp (repeat_penalty), "
-        "openai (standard fields only); auto = the managed server's dialect, else vllm",
+        "llama-server (llamacpp's plus the DRY fields), openai (standard fields only); auto = the managed "
+        "server's dialect, else vllm",
     )
     tokenizer: str | None = Field(
         None, description="tokenizer dir or hub id for completions mode; None = the one of model.base"
@@ -190,6 +217,38 @@ class EngineConfig(_Strict):
     openai: OpenAIEngineConfig = Field(default_factory=OpenAIEngineConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     ray: RayEngineConfig = Field(default_factory=RayEngineConfig)
+
+
+def sampling_dialect(engine: EngineConfig) -> str:
+    """How an `openai` engine names sampling fields: the configured dialect, else the managed preset's."""
+    if engine.openai.sampling_fields != "auto":
+        return engine.openai.sampling_fields
+    if engine.server.managed:
+        from selflengthen.engines.presets import PRESETS
+
+        return PRESETS[engine.server.preset].sampling_fields
+    return "vllm"
+
+
+def dry_unsupported(engine: EngineConfig) -> str | None:
+    """Why this engine cannot apply DRY decoding, or None when it can. Engines not named here fail
+    this check: one that would silently ignore DRY must not produce a run that claims it."""
+    if engine.kind in ("transformers", "fake"):
+        return None
+    if engine.kind == "auto":  # a managed llama-server or transformers: both apply it
+        return None
+    if engine.kind == "openai":
+        dialect = sampling_dialect(engine)
+        if dialect == "llama-server":
+            return None
+        if engine.server.managed and engine.server.preset == "llamacpp":
+            return "llama-cpp-python's server has no DRY sampler (it ignores the fields); use preset llama-server"
+        return (
+            f"the server's sampling dialect is '{dialect}' and only llama.cpp's llama-server takes DRY fields "
+            "(vLLM and SGLang servers have no DRY sampler); for a llama-server you run yourself set "
+            "engine.openai.sampling_fields=llama-server"
+        )
+    return f"engine.kind '{engine.kind}' has no DRY sampler here (transformers and llama-server have)"
 
 
 class InstructConfig(_Strict):
@@ -403,6 +462,10 @@ class Config(_Strict):
     def _consistent(self) -> Config:
         if self.instruct.min_words >= self.instruct.max_words - 1:
             raise ValueError("instruct.min_words must be below instruct.max_words - 1 (no instruction could pass)")
+        if self.sampling.dry.multiplier > 0:
+            problem = dry_unsupported(self.engine)
+            if problem:
+                raise ValueError(f"sampling.dry is on, but {problem}; set sampling.dry.multiplier=0 or change the engine")
         return self
 
     def max_tokens_for_round(self, round_: int) -> int:

@@ -179,15 +179,8 @@ def prepare_final_data(
 async def _length_control(
     config: Config, records: list[dict], paths: FinalPaths, engine: Engine | None, progress: Progress
 ) -> int:
-    s = config.sampling
-    sampling = SamplingParams(
-        temperature=s.temperature,
-        top_p=s.top_p,
-        top_k=s.top_k,
-        repetition_penalty=s.repetition_penalty,
-        max_tokens=config.final.rewrite_max_tokens,
-        stop=tuple(s.stop),
-    )
+    # No DRY here: a rewrite must copy most of the query, and DRY penalises copying the prompt.
+    sampling = SamplingParams.from_config(config.sampling, max_tokens=config.final.rewrite_max_tokens, dry=False)
     return await run_items(
         [(row["id"], row) for row in records],
         lambda _id, row: constrain_record(engine, row, config.final, sampling, config.seed),

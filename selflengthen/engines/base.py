@@ -9,6 +9,7 @@ template.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from selflengthen.text.prefix import AbortRule, PrefixMonitor
@@ -18,9 +19,28 @@ GENERATOR = "generator"
 EXTENDER = "extender"
 
 
+# llama.cpp's default DRY sequence breakers: a repeat never spans a newline, colon, quote or asterisk
+# (a list item's "**Step:**" scaffolding or a paragraph break is not a loop).
+DRY_BREAKERS = ("\n", ":", '"', "*")
+
+
+@dataclass(frozen=True)
+class Dry:
+    """DRY ("don't repeat yourself") anti-loop decoding, as llama.cpp defines it: a token that would
+    extend a sequence already seen in the last `penalty_last_n` tokens (prompt included) gets its
+    logit lowered by multiplier x base^(repeat length - allowed_length), once the repeat is at least
+    `allowed_length` tokens long. A repeat never reaches back across a sequence breaker."""
+
+    multiplier: float
+    base: float = 1.75
+    allowed_length: int = 2
+    penalty_last_n: int = 4096
+    sequence_breakers: tuple[str, ...] = DRY_BREAKERS
+
+
 @dataclass(frozen=True)
 class SamplingParams:
-    """Per-call sampling (OpenAI names). Defaults are the paper's."""
+    """Per-call sampling (OpenAI names). Defaults are the paper's (which has no DRY: `dry` None)."""
 
     temperature: float = 0.7
     top_p: float = 0.8
@@ -29,10 +49,28 @@ class SamplingParams:
     max_tokens: int = 16384
     stop: tuple[str, ...] = ("\n---", "\n\n\n")
     seed: int | None = None
+    dry: Dry | None = None
 
     def key(self) -> tuple:
         """Requests with equal keys can share one batch (seed aside)."""
-        return (self.temperature, self.top_p, self.top_k, self.repetition_penalty, self.max_tokens, self.stop)
+        return (self.temperature, self.top_p, self.top_k, self.repetition_penalty, self.max_tokens, self.stop, self.dry)
+
+    @classmethod
+    def from_config(cls, sampling: Any, *, max_tokens: int, stop: Sequence[str] | None = None,
+                    seed: int | None = None, dry: bool = True) -> SamplingParams:
+        """The run's `sampling` section as per-call params; `dry=False` leaves anti-loop decoding out."""
+        d = sampling.dry
+        return cls(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            repetition_penalty=sampling.repetition_penalty,
+            max_tokens=max_tokens,
+            stop=tuple(sampling.stop if stop is None else stop),
+            seed=seed,
+            dry=Dry(d.multiplier, d.base, d.allowed_length, d.penalty_last_n, tuple(d.sequence_breakers))
+            if dry and d.multiplier > 0 else None,
+        )
 
 
 @dataclass

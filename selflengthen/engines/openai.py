@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from selflengthen.engines.base import Request, Result, aborted_result, cut_at_stop, render_prompt
+from selflengthen.engines.base import Dry, Request, Result, aborted_result, cut_at_stop, render_prompt
 from selflengthen.engines.dispatch import Dispatcher
 from selflengthen.engines.server import describe_exit
 from selflengthen.engines.streaming import AbortingStream
@@ -233,8 +233,10 @@ class OpenAIEngine:
             body["seed"] = p.seed
         if self.fields == "vllm":
             body.update(top_k=p.top_k if p.top_k > 0 else -1, repetition_penalty=p.repetition_penalty)
-        elif self.fields == "llamacpp":
+        elif self.fields in ("llamacpp", "llama-server"):
             body.update(top_k=p.top_k, repeat_penalty=p.repetition_penalty)
+        if p.dry is not None:
+            body.update(dry_fields(p.dry, self.fields))
         if self._no_special and "prompt" in body:
             body["add_special_tokens"] = False
         body.update(self.config.extra_body)
@@ -469,3 +471,21 @@ def load_tokenizer(cfg: Any, model_config: Any) -> Any:
         raise ConfigError(
             f"cannot load the tokenizer '{source}': {exc}", field="engine.openai.tokenizer"
         ) from None
+
+
+def dry_fields(dry: Dry, dialect: str) -> dict[str, Any]:
+    """llama-server's DRY fields (its /completion, /v1/completions and /v1/chat/completions all read
+    them). Other servers have no DRY sampler and would drop the fields silently: refuse instead."""
+    if dialect != "llama-server":
+        raise ConfigError(
+            f"DRY decoding needs llama.cpp's llama-server; this server's sampling dialect is '{dialect}' "
+            "(set engine.openai.sampling_fields=llama-server if it is one, else sampling.dry.multiplier=0)",
+            field="sampling.dry",
+        )
+    return {
+        "dry_multiplier": dry.multiplier,
+        "dry_base": dry.base,
+        "dry_allowed_length": dry.allowed_length,
+        "dry_penalty_last_n": dry.penalty_last_n,
+        "dry_sequence_breakers": list(dry.sequence_breakers),
+    }

@@ -68,7 +68,7 @@ PRESETS: dict[str, Preset] = {
             "--no-webui --lora-init-without-apply {lora_files}"
         ),
         lora_api="llamacpp",
-        sampling_fields="llamacpp",
+        sampling_fields="llama-server",  # llama-cpp-python's names, plus the DRY sampler's fields
         uses_n_ctx=True,
     ),
 }

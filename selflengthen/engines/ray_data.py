@@ -56,6 +56,9 @@ def processor_config_kwargs(ray_config: Any, model_source: str) -> dict[str, Any
 
 def sampling_params_dict(params: SamplingParams) -> dict[str, Any]:
     """vLLM SamplingParams fields for one row (vLLM's max_tokens defaults to 16: always set it)."""
+    if params.dry is not None:  # the config check refuses this first; a direct caller gets the same answer
+        raise ConfigError("DRY decoding is not available on the Ray Data engine (vLLM has no DRY sampler)",
+                          field="sampling.dry")
     out: dict[str, Any] = {
         "temperature": params.temperature,
         "top_p": params.top_p,

@@ -62,6 +62,7 @@ class TransformersEngine:
         self._paths: dict[str, str] = {}
         self._serial = itertools.count(1)
         self._order = itertools.count()  # seeds for requests that bring none
+        self._breakers: dict[tuple[str, ...], frozenset[int]] = {}  # DRY breaker token ids
         self.queue = BatchingQueue(
             take_batch, self._run_batch, size=self.batch_size, wait_s=self.batch_wait, failure="generation failed"
         )
@@ -143,6 +144,10 @@ class TransformersEngine:
             abort = AbortCriteria(self.tokenizer, [p.request.monitor() for p in batch], prompt_len,
                                   params.stop, self._eos_ids())
             kwargs["stopping_criteria"] = StoppingCriteriaList([abort])
+        if params.dry is not None:
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([self._dry_processor(params.dry)])
         with torch.no_grad():
             if request.adapter is None and hasattr(self.model, "disable_adapter"):
                 with self.model.disable_adapter():
@@ -170,6 +175,16 @@ class TransformersEngine:
         self.stats.completion_tokens += sum(r.completion_tokens for r in results)
         self.stats.busy_seconds += time.perf_counter() - started
         return results
+
+    def _dry_processor(self, dry: Any) -> Any:
+        """DRY as a logits processor; breaker ids are found once per breaker list (a vocabulary scan)."""
+        from selflengthen.engines.dry import DryProcessor, breaker_token_ids
+
+        key = tuple(dry.sequence_breakers)
+        if key not in self._breakers:
+            finished = self._eos_ids() | {self.tokenizer.pad_token_id}
+            self._breakers[key] = breaker_token_ids(self.tokenizer, key) | finished
+        return DryProcessor(dry, self._breakers[key])
 
     def _eos_ids(self) -> set[int]:
         ids = set()

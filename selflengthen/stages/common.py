@@ -71,14 +71,10 @@ class RoundContext:
         return random.Random(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big"))
 
     def sampling(self, rng: random.Random, *, max_tokens: int | None = None, stop: list[str] | None = None) -> SamplingParams:
-        s = self.config.sampling
-        return SamplingParams(
-            temperature=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            repetition_penalty=s.repetition_penalty,
+        return SamplingParams.from_config(
+            self.config.sampling,
             max_tokens=max_tokens or self.config.max_tokens_for_round(self.round),
-            stop=tuple(s.stop if stop is None else stop),
+            stop=stop,
             seed=rng.randrange(2**31),
         )
 
