@@ -398,3 +398,21 @@ def test_an_empty_completion_is_an_answer_not_a_fault():
         engine = make_engine([server.url])
         result = run(engine, req())
     assert result.text == "" and result.finish_reason == "stop" and engine.stats.retries == 0
+
+
+def test_dry_fields_go_to_llama_server_and_are_refused_elsewhere():
+    from selflengthen.engines.base import Dry
+
+    dry = Dry(0.8, 1.75, 2, 4096)
+    with FakeServer() as server:
+        run(make_engine([server.url], sampling_fields="llama-server"), req(dry=dry))
+        run(make_engine([server.url], sampling_fields="llama-server"), req())
+        for dialect in ("vllm", "llamacpp", "openai"):
+            with pytest.raises(ConfigError, match=f"dialect is '{dialect}'"):
+                run(make_engine([server.url], sampling_fields=dialect), req(dry=dry))
+    with_dry, without = (r.json for r in server.posts())
+    assert (with_dry["dry_multiplier"], with_dry["dry_base"], with_dry["dry_allowed_length"]) == (0.8, 1.75, 2)
+    assert with_dry["dry_penalty_last_n"] == 4096 and with_dry["dry_sequence_breakers"] == ["\n", ":", '"', "*"]
+    assert with_dry["repeat_penalty"] == 1.1 and with_dry["top_k"] == 20  # llama.cpp's names, as for llamacpp
+    assert not any(k.startswith("dry_") for k in without)
+    assert len(server.posts()) == 2  # a refused request never reached the server
