@@ -1,0 +1,146 @@
+"""bench/micro_reproduction.py's figures and report, on scripted answers (FakeEngine) in a run
+directory with stand-in adapters: exact figures per round, the goals, resumption, the files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from selflengthen.config import load_config
+from selflengthen.engines.base import Result
+from selflengthen.engines.fake import FakeEngine
+from tests.bench.conftest import BENCH, load_bench
+
+bench = load_bench("micro_reproduction")
+
+VARIED = [f"word{i}" for i in range(2000)]  # no phrase repeats, compresses poorly
+
+
+def varied(n: int, start: int = 0) -> str:
+    return " ".join(VARIED[start:start + n]) + "."
+
+
+def looping(n: int) -> str:
+    """A text whose last half is one sentence over and over."""
+    loop = "and the light goes on and on again "
+    head = varied(n // 2)
+    return head + " " + " ".join((loop * n).split()[: n - n // 2]) + "."
+
+
+def test_text_figures():
+    assert bench.gzip_ratio("") == 0.0
+    assert bench.gzip_ratio("ab " * 300) > 10 > bench.gzip_ratio(varied(300)) > 1
+    assert bench.tail_head_ratio(varied(29)) is None  # too short for thirds
+    assert bench.tail_head_ratio(looping(300)) > 2
+    assert 0.8 < bench.tail_head_ratio(varied(300)) < 1.25
+    f = bench.text_figures({"response": looping(120), "finish_reason": "length"})
+    assert f["words"] == 120 and f["repeated_phrase"] and f["cut"]
+    f = bench.text_figures({"response": varied(120), "finish_reason": "stop"})
+    assert not f["repeated_phrase"] and not f["cut"]
+
+
+def test_round_figures_and_ratios():
+    base = bench.round_figures([{"response": varied(100)}, {"response": varied(300)}])
+    assert (base["n"], base["mean_words"], base["median_words"], base["repeated_phrase"]) == (2, 200, 200, 0)
+    assert "mean_ratio" not in base
+    grown = bench.round_figures(
+        [{"response": varied(300)}, {"response": looping(500), "finish_reason": "length"}, {"response": varied(400)}], base
+    )
+    assert (grown["mean_words"], grown["median_words"], grown["mean_ratio"], grown["median_ratio"]) == (400, 400, 2.0, 2.0)
+    assert (grown["repeated_phrase"], grown["cut"]) == (0.333, 0.333)
+    assert grown["words_all"] == [300, 500, 400]
+
+
+def fake_run(tmp_path):
+    """A run directory as the loop leaves it: 3 rounds' Generator adapters and the final model."""
+    run = tmp_path / "run"
+    for where in ["round-1", "round-2", "round-3"]:
+        adapter = run / where / "adapters" / "generator"
+        adapter.mkdir(parents=True)
+        (adapter / "adapter_config.json").write_text("{}")
+        (adapter / "adapter_model.safetensors").write_bytes(b"")
+        sft = run / where / "sft"
+        sft.mkdir()
+        rows = [{"prompt": [], "completion": [{"role": "assistant", "content": varied(n)}]} for n in (200, 400)]
+        (sft / "generator.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    final = run / "final" / "model"
+    final.mkdir(parents=True)
+    (final / "adapter_config.json").write_text("{}")
+    (final / "adapter_model.safetensors").write_bytes(b"")
+    return run
+
+
+def scripted(label: str):
+    """Round k writes 100 x (k + 1) words; round 3 loops at its end and one answer is cut; the final
+    model meets each constraint, the base writes 50 words whatever is asked."""
+    k = 4 if label == "final" else int(label.split("-")[1])
+
+    def script(request):
+        query = request.messages[0]["content"]
+        if label == "final":
+            number = max(int(w) for w in query.replace(",", "").split() if w.isdigit())
+            return varied(number + 10 if "least" in query else number - 10 if "more than" in query else number)
+        if label == "round-0" and "words" in query:
+            return varied(50)
+        if k == 3:
+            return Result(looping(400), "length" if "story" in query else "stop", model="generator")
+        return varied(100 * (k + 1))
+
+    return script
+
+
+def test_report_end_to_end_with_scripted_answers(tmp_path):
+    run = fake_run(tmp_path)
+    (run / "round-1" / "instructions.jsonl").write_text(json.dumps({"text": bench.read_rows(bench.HELDOUT[0])[0]["query"]}) + "\n")
+    config = load_config(bench.CONFIG)
+    heldout = [r for p in bench.HELDOUT for r in bench.read_rows(p)][:6]
+    constrained = bench.read_rows(bench.CONSTRAINED)
+    made = []
+
+    def factory(label, adapter):
+        made.append((label, adapter is not None))
+        return FakeEngine(scripted(label))
+
+    figures = bench.report(config, run, heldout, constrained, factory, plot_to=tmp_path / "plot.png")
+    assert made == [("round-0", False), ("round-1", True), ("round-2", True), ("round-3", True), ("final", True)]
+    rounds = figures["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2, 3]
+    assert [r["mean_words"] for r in rounds] == [100, 200, 300, 400]
+    assert [r.get("mean_ratio") for r in rounds] == [None, 2.0, 3.0, 4.0]
+    assert rounds[3]["repeated_phrase"] == 1.0 and rounds[0]["repeated_phrase"] == 0
+    assert rounds[3]["cut"] == pytest.approx(1 / 6, abs=1e-3)  # the one "story" query
+    assert rounds[3]["tail_head"] > 2 * rounds[0]["tail_head"]
+    assert rounds[1]["train_n"] == 2 and rounds[1]["train_mean_words"] == 300
+    assert figures["length_scores"]["final"] == 1.0 and figures["length_scores"]["round-0"] < 0.3
+    assert figures["heldout_in_training"] == 1
+    met = dict(figures["goals"])
+    assert met["round 3 mean words >= 2.0x base"] and met["round 3 median words >= 1.5x base"]
+    assert met["round 3 repeated 10-word phrase share no worse than base"] is False
+    assert met["final length score >= 0.7 and >= base + 0.25"]
+    out = run / "heldout"
+    assert (out / "lengths.png").stat().st_size > 0 and (tmp_path / "plot.png").is_file()
+    table = (out / "table.md").read_text()
+    assert "| 3 | 6 | 400 |" in table and "| final | 1.0 |" in table
+    excerpts = (out / "excerpts.md").read_text()
+    assert excerpts.count("**base**") == 3 and excerpts.count("**round-3**") == 3 and "[...]" in excerpts
+    assert json.loads((out / "figures.json").read_text())["rounds"][2]["mean_words"] == 300
+
+    made.clear()  # everything is answered: a second report builds no engine and gives the same figures
+    again = bench.report(config, run, heldout, constrained, factory)
+    assert made == [] and again["rounds"] == rounds
+
+
+def test_decoding_is_the_configs_with_the_last_rounds_budget():
+    params = bench.decoding(load_config(bench.CONFIG))
+    assert params.max_tokens == 2304 and params.dry is not None and params.dry.multiplier == 0.8
+    assert (BENCH / "micro_reproduction.py").is_file()
+
+
+def test_heldout_sets_never_overlap_the_seed_instructions():
+    from selflengthen.prompts import load_seeds
+
+    seeds = {s.instruction.strip() for s in load_seeds(None)}
+    queries = [r["query"] for p in (*bench.HELDOUT, bench.CONSTRAINED) for r in bench.read_rows(p)]
+    assert len(set(queries)) == len(queries) == 48
+    assert not seeds & set(queries)
