@@ -532,7 +532,9 @@ def explain_validation_error(
         line_no = yaml_line_of(text, loc) if text and override is None else None
         at = f"--set {override}: " if override else f"line {line_no}: " if line_no else ""
         in_file = in_file or override is None
-        if e.get("type") == "extra_forbidden":
+        if not loc and e.get("type") == "value_error":  # a check across sections: its message says it all
+            lines.append(f"{at}{str(e.get('msg')).removeprefix('Value error, ')}")
+        elif e.get("type") == "extra_forbidden":
             owner = _submodel(model, loc)
             close = difflib.get_close_matches(str(loc[-1]), _field_names(owner), n=1)
             hint = f" (did you mean '{'.'.join(str(p) for p in loc[:-1] + (close[0],))}'?)" if close else ""
