@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import statistics
 import sys
@@ -26,20 +25,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 QUERIES = ROOT / "configs" / "micro" / "heldout.jsonl"
+sys.path.insert(0, str(Path(__file__).parent))  # bench/ is a folder of scripts, not a package
+from micro_figures import text_figures  # noqa: E402
+
 DRY = {"multiplier": 0.8, "base": 1.75, "allowed_length": 2, "penalty_last_n": 4096}
 
 
-def micro():
-    """bench/micro_reproduction.py's per-text figures (bench/ is a folder of scripts)."""
-    spec = importlib.util.spec_from_file_location("micro_reproduction", Path(__file__).parent / "micro_reproduction.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def arm_figures(rows: list[dict], figures_of) -> dict:
-    per = [figures_of(r) for r in rows]
+def arm_figures(rows: list[dict]) -> dict:
+    per = [text_figures(r) for r in rows]
     words = [p["words"] for p in per]
     tails = [p["tail_head"] for p in per if p["tail_head"] is not None]
     return {
@@ -59,9 +52,14 @@ async def answer_all(engine, jobs: list[dict], out: Path, done: set) -> None:
     lock = asyncio.Lock()
 
     async def one(job):
-        result = await engine.generate(Request([{"role": "user", "content": job["query"]}], job["params"], tag=job["key"]))
-        row = {k: v for k, v in job.items() if k != "params"} | {"response": result.text, "finish_reason": result.finish_reason,
-                                                                 "completion_tokens": result.completion_tokens}
+        result = await engine.generate(
+            Request([{"role": "user", "content": job["query"]}], job["params"], tag=job["key"])
+        )
+        row = {k: v for k, v in job.items() if k != "params"} | {
+            "response": result.text,
+            "finish_reason": result.finish_reason,
+            "completion_tokens": result.completion_tokens,
+        }
         async with lock:
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -86,16 +84,26 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     answers = out / "answers.jsonl"
     dry_set = [f"sampling.dry.{k}={v}" for k, v in DRY.items()]
-    config = load_config(None, ["engine.kind=auto", f"engine.batch_size={args.parallel}",
-                                f"engine.server.parallel={args.parallel}", f"engine.server.n_ctx={args.max_tokens + 512}",
-                                *dry_set])
-    queries = [json.loads(line)["query"] for line in QUERIES.read_text().splitlines() if line.strip()][: args.queries]
+    config = load_config(
+        None,
+        [
+            "engine.kind=auto",
+            f"engine.batch_size={args.parallel}",
+            f"engine.server.parallel={args.parallel}",
+            f"engine.server.n_ctx={args.max_tokens + 512}",
+            *dry_set,
+        ],
+    )
+    queries = [json.loads(line)["query"] for line in QUERIES.read_text().splitlines() if line.strip()][
+        : args.queries
+    ]
     jobs = []
     for s in range(args.samples):  # the arms alternate, so neither waits behind the other
         for i, q in enumerate(queries):
             for arm in ("no DRY", "DRY"):
-                params = SamplingParams.from_config(config.sampling, max_tokens=args.max_tokens, seed=1000 * s + i,
-                                                    dry=arm == "DRY")
+                params = SamplingParams.from_config(
+                    config.sampling, max_tokens=args.max_tokens, seed=1000 * s + i, dry=arm == "DRY"
+                )
                 jobs.append({"key": f"{arm}|{i}|{s}", "arm": arm, "query": q, "sample": s, "params": params})
     done = set()
     if answers.is_file():
@@ -108,12 +116,18 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             engine.close()
     rows = [json.loads(line) for line in answers.read_text().splitlines() if line.strip()]
-    figures_of = micro().text_figures
     figures = {
-        "arms": {arm: arm_figures([r for r in rows if r["arm"] == arm], figures_of) for arm in ("no DRY", "DRY")},
-        "dry": DRY, "queries": len(queries), "samples": args.samples, "max_tokens": args.max_tokens,
-        "sampling": {k: getattr(config.sampling, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty")},
-        "engine": "llama-server" if resolve_auto(config.engine, config.model).kind == "openai" else "transformers",
+        "arms": {arm: arm_figures([r for r in rows if r["arm"] == arm]) for arm in ("no DRY", "DRY")},
+        "dry": DRY,
+        "queries": len(queries),
+        "samples": args.samples,
+        "max_tokens": args.max_tokens,
+        "sampling": {
+            k: getattr(config.sampling, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty")
+        },
+        "engine": "llama-server"
+        if resolve_auto(config.engine, config.model).kind == "openai"
+        else "transformers",
         "minutes": round((time.time() - started) / 60, 1),
         "command": " ".join(["python bench/dry_lever.py", *(argv if argv is not None else sys.argv[1:])]),
     }

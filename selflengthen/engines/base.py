@@ -8,8 +8,8 @@ template.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from selflengthen.text.prefix import AbortRule, PrefixMonitor
@@ -53,7 +53,8 @@ class SamplingParams:
 
     def key(self) -> tuple:
         """Requests with equal keys can share one batch (seed aside)."""
-        return (self.temperature, self.top_p, self.top_k, self.repetition_penalty, self.max_tokens, self.stop, self.dry)
+        p = self
+        return (p.temperature, p.top_p, p.top_k, p.repetition_penalty, p.max_tokens, p.stop, p.dry)
 
     @classmethod
     def from_config(cls, sampling: Any, *, max_tokens: int, stop: Sequence[str] | None = None,

@@ -36,7 +36,7 @@ def max_exponent(base: float) -> int:
 def repeat_lengths(tokens: Sequence[int], dry: Dry, breakers: Container[int]) -> dict[int, int]:
     """token -> length of the longest repeat that emitting it next would extend (only repeats of
     at least `allowed_length` tokens), over the last `penalty_last_n` of `tokens`."""
-    window = list(tokens[-dry.penalty_last_n:])
+    window = list(tokens[-dry.penalty_last_n :])
     n = len(window)
     limit = 0  # the current ending may be matched back this far: to the most recent breaker
     for token in reversed(window):
@@ -93,7 +93,7 @@ class DryProcessor:
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        rows = input_ids[:, -self.dry.penalty_last_n:].tolist()
+        rows = input_ids[:, -self.dry.penalty_last_n :].tolist()
         for i, tokens in enumerate(rows):
             penalties = dry_penalties(tokens, self.dry, self.breakers)
             if penalties:

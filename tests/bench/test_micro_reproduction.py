@@ -13,12 +13,13 @@ from selflengthen.engines.fake import FakeEngine
 from tests.bench.conftest import BENCH, load_bench
 
 bench = load_bench("micro_reproduction")
+figs = load_bench("micro_figures")
 
 VARIED = [f"word{i}" for i in range(2000)]  # no phrase repeats, compresses poorly
 
 
 def varied(n: int, start: int = 0) -> str:
-    return " ".join(VARIED[start:start + n]) + "."
+    return " ".join(VARIED[start : start + n]) + "."
 
 
 def looping(n: int) -> str:
@@ -29,25 +30,35 @@ def looping(n: int) -> str:
 
 
 def test_text_figures():
-    assert bench.gzip_ratio("") == 0.0
-    assert bench.gzip_ratio("ab " * 300) > 10 > bench.gzip_ratio(varied(300)) > 1
-    assert bench.tail_head_ratio(varied(29)) is None  # too short for thirds
-    assert bench.tail_head_ratio(looping(300)) > 2
-    assert 0.8 < bench.tail_head_ratio(varied(300)) < 1.25
-    f = bench.text_figures({"response": looping(120), "finish_reason": "length"})
+    assert figs.gzip_ratio("") == 0.0
+    assert figs.gzip_ratio("ab " * 300) > 10 > figs.gzip_ratio(varied(300)) > 1
+    assert figs.tail_head_ratio(varied(29)) is None  # too short for thirds
+    assert figs.tail_head_ratio(looping(300)) > 2
+    assert 0.8 < figs.tail_head_ratio(varied(300)) < 1.25
+    f = figs.text_figures({"response": looping(120), "finish_reason": "length"})
     assert f["words"] == 120 and f["repeated_phrase"] and f["cut"]
-    f = bench.text_figures({"response": varied(120), "finish_reason": "stop"})
+    f = figs.text_figures({"response": varied(120), "finish_reason": "stop"})
     assert not f["repeated_phrase"] and not f["cut"]
 
 
 def test_round_figures_and_ratios():
-    base = bench.round_figures([{"response": varied(100)}, {"response": varied(300)}])
+    base = figs.round_figures([{"response": varied(100)}, {"response": varied(300)}])
     assert (base["n"], base["mean_words"], base["median_words"], base["repeated_phrase"]) == (2, 200, 200, 0)
     assert "mean_ratio" not in base
-    grown = bench.round_figures(
-        [{"response": varied(300)}, {"response": looping(500), "finish_reason": "length"}, {"response": varied(400)}], base
+    grown = figs.round_figures(
+        [
+            {"response": varied(300)},
+            {"response": looping(500), "finish_reason": "length"},
+            {"response": varied(400)},
+        ],
+        base,
     )
-    assert (grown["mean_words"], grown["median_words"], grown["mean_ratio"], grown["median_ratio"]) == (400, 400, 2.0, 2.0)
+    assert (grown["mean_words"], grown["median_words"], grown["mean_ratio"], grown["median_ratio"]) == (
+        400,
+        400,
+        2.0,
+        2.0,
+    )
     assert (grown["repeated_phrase"], grown["cut"]) == (0.333, 0.333)
     assert grown["words_all"] == [300, 500, 400]
 
@@ -62,7 +73,9 @@ def fake_run(tmp_path):
         (adapter / "adapter_model.safetensors").write_bytes(b"")
         sft = run / where / "sft"
         sft.mkdir()
-        rows = [{"prompt": [], "completion": [{"role": "assistant", "content": varied(n)}]} for n in (200, 400)]
+        rows = [
+            {"prompt": [], "completion": [{"role": "assistant", "content": varied(n)}]} for n in (200, 400)
+        ]
         (sft / "generator.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     final = run / "final" / "model"
     final.mkdir(parents=True)
@@ -80,7 +93,9 @@ def scripted(label: str):
         query = request.messages[0]["content"]
         if label == "final":
             number = max(int(w) for w in query.replace(",", "").split() if w.isdigit())
-            return varied(number + 10 if "least" in query else number - 10 if "more than" in query else number)
+            return varied(
+                number + 10 if "least" in query else number - 10 if "more than" in query else number
+            )
         if label == "round-0" and "words" in query:
             return varied(50)
         if k == 3:
@@ -92,7 +107,9 @@ def scripted(label: str):
 
 def test_report_end_to_end_with_scripted_answers(tmp_path):
     run = fake_run(tmp_path)
-    (run / "round-1" / "instructions.jsonl").write_text(json.dumps({"text": bench.read_rows(bench.HELDOUT[0])[0]["query"]}) + "\n")
+    (run / "round-1" / "instructions.jsonl").write_text(
+        json.dumps({"text": bench.read_rows(bench.HELDOUT[0])[0]["query"]}) + "\n"
+    )
     config = load_config(bench.CONFIG)
     heldout = [r for p in bench.HELDOUT for r in bench.read_rows(p)][:6]
     constrained = bench.read_rows(bench.CONSTRAINED)
@@ -103,7 +120,13 @@ def test_report_end_to_end_with_scripted_answers(tmp_path):
         return FakeEngine(scripted(label))
 
     figures = bench.report(config, run, heldout, constrained, factory, plot_to=tmp_path / "plot.png")
-    assert made == [("round-0", False), ("round-1", True), ("round-2", True), ("round-3", True), ("final", True)]
+    assert made == [
+        ("round-0", False),
+        ("round-1", True),
+        ("round-2", True),
+        ("round-3", True),
+        ("final", True),
+    ]
     rounds = figures["rounds"]
     assert [r["round"] for r in rounds] == [0, 1, 2, 3]
     assert [r["mean_words"] for r in rounds] == [100, 200, 300, 400]

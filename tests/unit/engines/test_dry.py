@@ -62,23 +62,25 @@ def test_only_the_last_penalty_last_n_tokens_are_searched():
 def test_the_exponent_is_clamped_as_llama_cpp_does():
     assert max_exponent(2.0) == 127 and max_exponent(1.0) == 0
     loop = [A, B] * 200
-    (token, length), = repeat_lengths(loop, dry(base=2.0), set()).items()
+    ((token, length),) = repeat_lengths(loop, dry(base=2.0), set()).items()
     assert (token, length) == (A, 398)
-    assert dry_penalties(loop, dry(base=2.0, multiplier=1.0), set()) == {A: 2.0**127}  # below float32 max, as in llama.cpp
+    assert dry_penalties(loop, dry(base=2.0, multiplier=1.0), set()) == {
+        A: 2.0**127
+    }  # below float32 max, as in llama.cpp
     assert dry_penalties(loop, dry(base=1.0, multiplier=0.5), set()) == {A: 0.5}  # base 1: a flat penalty
 
 
 def _naive(tokens, d, breakers):
     """The definition, spelled out: t's length is the longest L (within the window, not reaching back
     past the last breaker) such that the last L tokens followed by t occur earlier in the window."""
-    w = tokens[-d.penalty_last_n:]
+    w = tokens[-d.penalty_last_n :]
     limit = next((k for k, t in enumerate(reversed(w)) if t in breakers), len(w))
     out = {}
     for t in set(w) - set(breakers):
         best = 0
         for length in range(1, limit + 1):
-            pattern = w[len(w) - length:] + [t]
-            if any(w[s:s + length + 1] == pattern for s in range(0, len(w) - length)):
+            pattern = w[len(w) - length :] + [t]
+            if any(w[s : s + length + 1] == pattern for s in range(0, len(w) - length)):
                 best = length
         if best >= d.allowed_length:
             out[t] = best
@@ -133,8 +135,14 @@ def test_engines_with_a_dry_sampler_accept_it(overrides):
     [
         (["engine.kind=ray"], "engine.kind 'ray' has no DRY sampler"),
         (["engine.kind=openai"], "dialect is 'vllm'"),
-        (["engine.kind=openai", "engine.server.managed=true", "engine.server.preset=vllm"], "dialect is 'vllm'"),
-        (["engine.kind=openai", "engine.server.managed=true", "engine.server.preset=llamacpp"], "llama-cpp-python"),
+        (
+            ["engine.kind=openai", "engine.server.managed=true", "engine.server.preset=vllm"],
+            "dialect is 'vllm'",
+        ),
+        (
+            ["engine.kind=openai", "engine.server.managed=true", "engine.server.preset=llamacpp"],
+            "llama-cpp-python",
+        ),
         (["engine.kind=openai", "engine.openai.sampling_fields=llamacpp"], "sampling_fields=llama-server"),
     ],
 )
