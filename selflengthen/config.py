@@ -201,8 +201,24 @@ class RayEngineConfig(_Strict):
     )
 
 
+class VllmEngineConfig(_Strict):
+    """vLLM in the run's own process (`vllm.LLM`): `engine.kind: vllm`."""
+
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="vLLM weights dtype (its CPU build runs bfloat16 and float32)"
+    )
+    max_model_len: int = Field(4096, ge=256, description="context of one sequence: prompt + generated tokens")
+    max_loras: int = Field(2, ge=1, description="adapters in one batch (Generator + Extender = 2)")
+    max_lora_rank: int = Field(16, ge=1, description="largest LoRA rank vLLM accepts; must be >= train.lora.r")
+    max_num_seqs: int = Field(0, ge=0, description="sequences decoded together (0 = vLLM's default)")
+    kv_cache_gib: float = Field(
+        0.0, ge=0, description="KV cache size in GiB (0 = vLLM's default)"
+    )
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vllm.LLM arguments")
+
+
 class EngineConfig(_Strict):
-    kind: Literal["auto", "transformers", "openai", "ray", "fake"] = Field(
+    kind: Literal["auto", "transformers", "openai", "vllm", "ray", "fake"] = Field(
         "transformers",
         description="generation backend; auto = a managed llama-server on CPU when one is installed and the base "
         "is a GGUF (the embedded model), else transformers",
@@ -217,6 +233,7 @@ class EngineConfig(_Strict):
     openai: OpenAIEngineConfig = Field(default_factory=OpenAIEngineConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     ray: RayEngineConfig = Field(default_factory=RayEngineConfig)
+    vllm: VllmEngineConfig = Field(default_factory=VllmEngineConfig)
 
 
 def sampling_dialect(engine: EngineConfig) -> str:

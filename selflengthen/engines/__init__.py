@@ -71,6 +71,10 @@ def _build(engine_config, model_config, adapters: dict[str, str] | None, run_dir
         from selflengthen.engines.openai import OpenAIEngine
 
         engine = OpenAIEngine.from_config(engine_config, model_config, run_dir=run_dir)
+    elif kind == "vllm":
+        from selflengthen.engines.vllm_offline import VllmEngine
+
+        engine = VllmEngine(model_config, engine_config)
     elif kind == "ray":
         from selflengthen.engines.ray_data import RayDataEngine
 

@@ -165,6 +165,9 @@ class ManagedServer:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         self._log_file.write(f"\n# {stamp} selflengthen starts: {shlex.join(self.argv)}\n".encode())
         env = {**os.environ, **self.preset.env, **self.config.env}
+        # A preset names its console script (`vllm serve`): find this environment's even when the run
+        # was started as .venv/bin/python without activating the environment.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
         popen = functools.partial(
             subprocess.Popen,
             self.argv,

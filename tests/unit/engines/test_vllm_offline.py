@@ -1,0 +1,61 @@
+"""The in-process vLLM engine's pure parts, without vLLM: the LLM arguments, finish reasons, adapter ranks.
+The engine itself runs for real in tests/integration/test_vllm.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from selflengthen.config import VllmEngineConfig, load_config
+from selflengthen.engines.vllm_offline import adapter_rank, finish_reason, llm_kwargs
+from selflengthen.errors import ConfigError, EngineError
+
+
+def test_llm_kwargs():
+    config = VllmEngineConfig(max_model_len=2048, kv_cache_gib=1.5, max_num_seqs=32, engine_kwargs={"enforce_eager": True})
+    assert llm_kwargs(config, "/m", 5) == {
+        "model": "/m",
+        "dtype": "bfloat16",
+        "max_model_len": 2048,
+        "enable_lora": True,
+        "max_loras": 2,
+        "max_lora_rank": 16,
+        "seed": 5,
+        "max_num_seqs": 32,
+        "kv_cache_memory_bytes": 1536 * 1024 * 1024,
+        "enforce_eager": True,
+    }
+    defaults = llm_kwargs(VllmEngineConfig(), "/m", 0)
+    assert "max_num_seqs" not in defaults and "kv_cache_memory_bytes" not in defaults
+
+
+def test_a_rank_vllm_refuses_is_a_config_error():
+    with pytest.raises(ConfigError) as err:
+        llm_kwargs(VllmEngineConfig(max_lora_rank=24), "/m", 0)
+    assert err.value.field == "engine.vllm.max_lora_rank"
+
+
+def test_finish_reasons():
+    assert finish_reason("stop", "done", ()) == ("done", "stop")
+    assert finish_reason("length", "cut", ()) == ("cut", "length")
+    # a stop string vLLM left in (include_stop_str_in_output) is cut, and the text ended on it
+    assert finish_reason("length", "one\n---two", ("\n---",)) == ("one", "stop")
+    with pytest.raises(EngineError, match="abort"):
+        finish_reason("abort", "", ())
+
+
+def test_adapter_rank(tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8}))
+    assert adapter_rank(str(tmp_path)) == 8
+    assert adapter_rank(str(tmp_path / "missing")) == 0
+
+
+def test_engine_kind_vllm_in_config(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("engine:\n  kind: vllm\n  vllm:\n    max_model_len: 1024\n")
+    config = load_config(path, [])
+    assert config.engine.kind == "vllm" and config.engine.vllm.max_model_len == 1024
+    path.write_text("engine:\n  kind: vllm\n  vllm:\n    max_model_length: 1024\n")
+    with pytest.raises(ConfigError):
+        load_config(path, [])
