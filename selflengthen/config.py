@@ -195,6 +195,11 @@ class RayEngineConfig(_Strict):
     max_lora_rank: int = Field(64, ge=1, description="largest LoRA rank; must be >= train.lora.r")
     accelerator_type: str | None = Field(None, description="Ray accelerator type, e.g. 'H100' (None = any)")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments")
+    placement_group: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Ray Data's placement_group_config per vLLM replica; {bundles: [{CPU: 1}]} runs it on CPUs "
+        "(empty = one GPU per tensor/pipeline rank)",
+    )
     job_size: int = Field(8192, ge=1, description="most requests gathered into one Ray Data job")
     job_wait_s: float = Field(
         2.0, ge=0, description="seconds to wait for more requests before starting a job (items in flight refill)"

@@ -51,6 +51,10 @@ def processor_config_kwargs(ray_config: Any, model_source: str) -> dict[str, Any
     }
     if ray_config.accelerator_type:
         kwargs["accelerator_type"] = ray_config.accelerator_type
+    if ray_config.placement_group:
+        # Without it Ray Data asks one GPU per replica (vllm_engine_stage.py: num_gpus = TP x PP), and a
+        # CPU-only cluster never schedules the replica.
+        kwargs["placement_group_config"] = ray_config.placement_group
     return kwargs
 
 

@@ -103,21 +103,17 @@ def test_prefill_seed_stop_and_finish_reason(engine):
     assert unstopped.startswith(stopped.text)
 
 
-def test_two_rounds_through_vllm(tmp_path):
-    """A whole smoke loop of 2 rounds in vLLM: round 2's answers come from round 1's generator."""
+def test_two_rounds_through_vllm(engine, tmp_path):
+    """A whole smoke loop of 2 rounds in vLLM (the module's engine: one load), round 2 on round 1's
+    adapters. The loop owns no engine here; the CLI's own is the same create_engine call."""
     from selflengthen.config import load_config
     from selflengthen.loop import run_selflengthen
     from selflengthen.store import read_jsonl
 
-    from selflengthen.engines import create_engine
-
     config = load_config(SMOKE, ["macro_iterations=2", *VLLM_SETTINGS])
     run_dir = tmp_path / "run"
-    engine = create_engine(config.engine, config.model)
-    try:
-        summaries = run_selflengthen(config, run_dir, engine=engine)
-    finally:
-        engine.close()
+    served_before = dict(engine.served)
+    summaries = run_selflengthen(config, run_dir, engine=engine)
     assert len(summaries) == 2
     for k in (1, 2):
         answers = list(read_jsonl(run_dir / f"round-{k}" / "answers.jsonl"))
@@ -136,7 +132,7 @@ def test_two_rounds_through_vllm(tmp_path):
     assert names["generator"] != names["extender"]
     assert engine.served[names["generator"]] >= len(answers2)
     assert engine.served[names["extender"]] >= 1
-    assert engine.served["base"] > 0  # round 1 ran on the base model
+    assert engine.served["base"] > served_before.get("base", 0)  # round 1 ran on the base model
 
 
 # `vllm serve` on CPU: a small context and KV cache (its default KV cache is sized for a large machine).
