@@ -157,3 +157,9 @@ def test_one_job_through_stand_in_ray(monkeypatch, tmp_path):
     assert [r.get("model") for r in rows] == [None, str(adapter), None, str(adapter), None]
     assert [r.text for r in results][:2] == ["answer 0 via base.", f"answer 1 via {adapter}."]
     assert results[1].model == "generator" and results[0].model == "base"
+
+
+def test_placement_group_lets_a_replica_run_on_cpus():
+    config = RayEngineConfig(placement_group={"bundles": [{"CPU": 1}]})
+    assert processor_config_kwargs(config, "m")["placement_group_config"] == {"bundles": [{"CPU": 1}]}
+    assert "placement_group_config" not in processor_config_kwargs(RayEngineConfig(), "m")
