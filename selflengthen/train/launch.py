@@ -292,6 +292,12 @@ def launch_training(
             )
         if device.startswith("cpu"):
             env["ACCELERATE_USE_CPU"] = "true"  # DDP over gloo on CPU machines
+            if tc.accelerate_config in ("zero3", "fsdp2"):
+                # accelerate 1.15's AcceleratorState.__init__ takes DeepSpeed only `if ... and not cpu`, and
+                # the FSDP plugin only for GPU-like distributed types (MULTI_CPU is not among them): on CPU
+                # both train as plain DDP over gloo.
+                log.warning("train.accelerate_config %s on CPU: accelerate trains it as DDP over gloo "
+                            "(no sharding); the adapter is the same", tc.accelerate_config)
         cmd = [_accelerate_executable(), *cmd[1:]]
     run_logged(cmd, log_path, env=env, what=what)
     if not adapter_complete(out_dir):
