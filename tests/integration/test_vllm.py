@@ -22,6 +22,8 @@ pytestmark = [
 ]
 
 SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
+# Two smoke rounds, one training step per adapter: the engine is what these tests are about.
+TWO_ROUNDS = ["macro_iterations=2", "train.max_steps=1"]
 # Small enough for a 2-core CI machine. float32: in bfloat16 a greedy near-tie can flip with what else
 # is in the batch, and the tests compare a mixed batch with each request alone.
 VLLM_SETTINGS = ["engine.kind=vllm", "engine.vllm.max_model_len=2048", "engine.vllm.kv_cache_gib=1", "engine.vllm.dtype=float32"]
@@ -110,7 +112,7 @@ def test_two_rounds_through_vllm(engine, tmp_path):
     from selflengthen.loop import run_selflengthen
     from selflengthen.store import read_jsonl
 
-    config = load_config(SMOKE, ["macro_iterations=2", *VLLM_SETTINGS])
+    config = load_config(SMOKE, [*TWO_ROUNDS, *VLLM_SETTINGS])
     run_dir = tmp_path / "run"
     served_before = dict(engine.served)
     summaries = run_selflengthen(config, run_dir, engine=engine)
@@ -154,7 +156,7 @@ def test_two_rounds_through_the_managed_vllm_server(tmp_path):
     from selflengthen.loop import run_selflengthen
     from selflengthen.store import read_jsonl
 
-    config = load_config(SMOKE, ["macro_iterations=2", *SERVE_SETTINGS])
+    config = load_config(SMOKE, [*TWO_ROUNDS, *SERVE_SETTINGS])
     run_dir = tmp_path / "run"
     log_path = run_dir / "logs" / "server.log"
     try:
