@@ -127,13 +127,18 @@ def test_two_rounds_through_vllm(engine, tmp_path):
     answers2 = list(read_jsonl(run_dir / "round-2" / "answers.jsonl"))
     assert all(a["model"] == "generator" for a in answers2)
     extensions2 = list(read_jsonl(run_dir / "round-2" / "extensions.jsonl"))
-    assert extensions2 and all(e.get("model") == "extender" for e in extensions2 if "model" in e)
+    assert all(e["model"] == "extender" for e in extensions2)
     # Round 2's requests named round 1's adapters, each under a LoRA name of its own.
-    assert {lora.lora_path for lora in engine._loras.values()} == {str(r1 / "generator"), str(r1 / "extender")}
+    trained = [role for role in ("generator", "extender") if (r1 / role / "adapter_config.json").is_file()]
+    assert "generator" in trained
+    for role in trained:
+        assert engine._loras[role].lora_path == str(r1 / role)
     names = {role: lora.lora_name for role, lora in engine._loras.items()}
     assert names["generator"] != names["extender"]
     assert engine.served[names["generator"]] >= len(answers2)
-    assert engine.served[names["extender"]] >= 1
+    # The Extender works on round 2's kept answers (the 135M model may keep none of them).
+    if "extender" in trained and any(a["verdict"] == "kept" for a in answers2):
+        assert engine.served[names["extender"]] >= 1
     assert engine.served["base"] > served_before.get("base", 0)  # round 1 ran on the base model
 
 
