@@ -126,8 +126,6 @@ def test_two_rounds_through_vllm(engine, tmp_path):
     r1 = (run_dir / "round-1" / "adapters").resolve()
     answers2 = list(read_jsonl(run_dir / "round-2" / "answers.jsonl"))
     assert all(a["model"] == "generator" for a in answers2)
-    extensions2 = list(read_jsonl(run_dir / "round-2" / "extensions.jsonl"))
-    assert all(e["model"] == "extender" for e in extensions2)
     # Round 2's requests named round 1's adapters, each under a LoRA name of its own.
     trained = [role for role in ("generator", "extender") if (r1 / role / "adapter_config.json").is_file()]
     assert "generator" in trained
@@ -137,8 +135,10 @@ def test_two_rounds_through_vllm(engine, tmp_path):
     assert names["generator"] != names["extender"]
     assert engine.served[names["generator"]] >= len(answers2)
     # The Extender works on round 2's kept answers (the 135M model may keep none of them).
-    if "extender" in trained and any(a["verdict"] == "kept" for a in answers2):
-        assert engine.served[names["extender"]] >= 1
+    if "extender" in trained:
+        assert all(e["model"] == "extender" for e in read_jsonl(run_dir / "round-2" / "extensions.jsonl"))
+        if any(a["verdict"] == "kept" for a in answers2):
+            assert engine.served[names["extender"]] >= 1
     assert engine.served["base"] > served_before.get("base", 0)  # round 1 ran on the base model
 
 
