@@ -157,7 +157,6 @@ def test_two_rounds_through_the_managed_vllm_server(tmp_path):
     """`vllm serve` started by the run, round 1's adapters loaded at run time under names of their own,
     both roles on one server, stopped for training and at the end; its log in the run directory."""
     from selflengthen.config import load_config
-    from selflengthen.engines.openai import adapter_served_name
     from selflengthen.engines.presets import vllm_cli_works
     from selflengthen.loop import run_selflengthen
     from selflengthen.store import read_jsonl
@@ -179,9 +178,9 @@ def test_two_rounds_through_the_managed_vllm_server(tmp_path):
     assert all(("vllm serve" in line) == vllm_cli_works() for line in starts)
     # Every start ended: stopped by us (training, the end) or, after a crash, found exited and restarted.
     assert log.count("stopped the server") + log.count("found the server exited by itself") == len(starts)
-    r1 = run_dir / "round-1" / "adapters"
-    for role in ("generator", "extender"):
-        name = adapter_served_name(role, r1 / role)
-        assert f"lora_name={name}" in log or name in log, f"{name} never loaded"
+    # Round 2's server got round 1's adapters at run time (vLLM logs the call, not the name).
+    round2 = log[log.rindex("selflengthen starts:"):]
+    trained = [r for r in ("generator", "extender") if (run_dir / "round-1" / "adapters" / r).is_dir()]
+    assert round2.count('"POST /v1/load_lora_adapter HTTP/1.1" 200') == len(trained) >= 1
     answers = list(read_jsonl(run_dir / "round-2" / "answers.jsonl"))
     assert answers and all(a["model"] == "generator" for a in answers)
