@@ -181,6 +181,6 @@ def test_two_rounds_through_the_managed_vllm_server(tmp_path):
     # Round 2's server got round 1's adapters at run time (vLLM logs the call, not the name).
     round2 = log[log.rindex("selflengthen starts:"):]
     trained = [r for r in ("generator", "extender") if (run_dir / "round-1" / "adapters" / r).is_dir()]
-    assert round2.count('"POST /v1/load_lora_adapter HTTP/1.1" 200') == len(trained) >= 1
+    assert round2.count('"POST /v1/load_lora_adapter HTTP/1.1" 200') >= len(trained) >= 1
     answers = list(read_jsonl(run_dir / "round-2" / "answers.jsonl"))
     assert answers and all(a["model"] == "generator" for a in answers)
