@@ -101,6 +101,13 @@ class Engine(Protocol):
     def set_adapters(self, adapters: dict[str, str]) -> None:
         """Point role names ("generator", "extender") at adapter directories (PEFT format)."""
 
+    def suspend(self) -> None:
+        """Give the accelerators to training (a managed server stops); a no-op where the engine holds
+        nothing training needs. Called before a round's training, from a worker thread."""
+
+    def resume(self) -> None:
+        """Undo `suspend` before generating again (a no-op where `suspend` is one)."""
+
     def close(self) -> None: ...
 
 

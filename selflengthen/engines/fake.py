@@ -49,5 +49,11 @@ class FakeEngine:
     def set_adapters(self, adapters: dict[str, str]) -> None:
         self.adapters.update(adapters)
 
+    def suspend(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
+
     def close(self) -> None:
         pass

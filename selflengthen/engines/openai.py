@@ -101,8 +101,8 @@ class OpenAIEngine:
         self.routes: dict[str, str] = {}  # role -> served adapter name
         self.lora_ids: dict[str, int] = {}  # llama-server: role -> index of its --lora file
         self._adapter_paths: dict[str, str] = {}  # role -> adapter dir loaded at run time
-        self._model_lock: asyncio.Lock | None = None
-        self._restart_lock: asyncio.Lock | None = None
+        self._model_lock = asyncio.Lock()
+        self._restart_lock = asyncio.Lock()
         self.restarts = 0  # times the managed server died and was started again
         self._starts = 0  # starts by _revive, so a request that waited on the lock sees it happened
 
@@ -169,8 +169,6 @@ class OpenAIEngine:
     # ------------------------------------------------------------------ the request
 
     async def generate(self, request: Request) -> Result:
-        if self.dispatch.ensure_loop() or self._model_lock is None:
-            self._model_lock, self._restart_lock = asyncio.Lock(), asyncio.Lock()
         if self.server is not None and not self.server.is_running():
             await self._revive()
         if request.adapter is not None and request.adapter not in self.routes:
@@ -276,7 +274,6 @@ class OpenAIEngine:
 
     async def _served_model(self, adapter: str | None) -> str:
         if self.model is None and (adapter is None or self.lora_api == "sglang"):
-            assert self._model_lock is not None
             async with self._model_lock:
                 if self.model is None:
                     self.model = await self._discover_model()
@@ -364,10 +361,14 @@ class OpenAIEngine:
 
     def suspend(self) -> None:
         """Free the accelerators for training: stop a managed server (if `server.stop_for_training`).
-        It starts again, with the current adapters, on the next set_adapters or request. A server
-        we do not manage is left alone."""
+        It starts again, with the current adapters, on `resume`, the next set_adapters or request.
+        A server we do not manage is left alone."""
         if self.server is not None and self.server.config.stop_for_training and self.server.is_running():
             self.server.stop()
+
+    def resume(self) -> None:
+        """Start a suspended managed server again, with the adapters it served."""
+        self._ensure_server()
 
     async def _revive(self) -> bool:
         """Start the managed server again if it is not running: after `suspend`, or after it died
@@ -375,8 +376,6 @@ class OpenAIEngine:
         True when a server is running afterwards; False when there is none of ours to start."""
         if self.server is None:
             return False
-        if self._restart_lock is None:
-            self._restart_lock = asyncio.Lock()
         seen = self._starts
         # A dying server closes its socket a moment before it can be reaped: give it that moment
         # (outside the lock: requests failing against a live server must not queue up behind it).

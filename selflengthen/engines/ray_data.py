@@ -181,5 +181,11 @@ class RayDataEngine:
             self._processor = build_processor(self.config, self.model_source)
         return self._processor
 
+    def suspend(self) -> None:
+        """Nothing to give back: the Ray cluster's workers hold their own accelerators."""
+
+    def resume(self) -> None:
+        pass
+
     def close(self) -> None:
         self.queue.close()

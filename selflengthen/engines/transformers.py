@@ -190,6 +190,12 @@ class TransformersEngine:
         finish = "stop" if (ended or stopped or len(row) < max_new) else "length"
         return Result(text=text, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(row), model=label)
 
+    def suspend(self) -> None:
+        """Nothing to give back: training in this process shares the loaded weights' device."""
+
+    def resume(self) -> None:
+        pass
+
     def close(self) -> None:
         self.queue.close()
 

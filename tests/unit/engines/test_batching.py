@@ -1,6 +1,6 @@
 """The batching front the transformers and Ray Data engines share: requests in flight are gathered
-into batches run off the event loop, a failed batch fails only its own requests, and each
-asyncio.run (one per stage) gets a fresh worker."""
+into batches run off the event loop, a failed batch fails only its own requests, and the worker
+ends when the queue is empty."""
 
 from __future__ import annotations
 
@@ -58,13 +58,14 @@ def test_a_failed_batch_fails_only_its_requests_and_the_worker_goes_on():
     queue.close()
 
 
-def test_each_event_loop_gets_its_own_worker():
-    """Stages run one asyncio.run each: a worker left on a closed loop must not swallow requests."""
+def test_the_worker_lives_only_while_requests_wait():
+    """No worker outlives its work, so none is left on a closed loop to swallow later requests."""
     batches: list[list[str]] = []
     queue = echo_queue(3, batches, wait_s=0)
     first = asyncio.run(queue.submit(request(), "one"))
+    assert queue._worker is None
     second = asyncio.run(queue.submit(request(), "two"))
-    assert (first.text, second.text) == ("ONE", "TWO")
+    assert (first.text, second.text) == ("ONE", "TWO") and queue._worker is None
     queue.close()
 
 

@@ -45,11 +45,16 @@ def req(text="Write about tea.", prefill="", adapter=None, **params) -> Request:
     )
 
 
+# One event loop for the module, as a run has one: an engine's connections belong to the loop
+# that opened them.
+LOOP = asyncio.new_event_loop()
+
+
 def run(engine, *requests):
     async def go():
         return await asyncio.gather(*(engine.generate(r) for r in requests))
 
-    out = asyncio.run(go())
+    out = LOOP.run_until_complete(go())
     return out[0] if len(requests) == 1 else out
 
 
@@ -253,7 +258,7 @@ def test_total_failure_stops_every_request_instead_of_spinning():
         async def go():
             return await asyncio.gather(*(engine.generate(req()) for _ in range(8)), return_exceptions=True)
 
-        results = asyncio.run(go())
+        results = LOOP.run_until_complete(go())
         assert time.monotonic() - started < 5
     assert all(isinstance(r, EngineError) for r in results)
     assert "stopping instead of retrying forever" in str(results[0])
@@ -374,7 +379,7 @@ def test_cancelled_requests_free_their_slots():
             assert engine.endpoints[0].in_flight == 0 and not engine.dispatch._waiters
             return await engine.generate(req())  # the slot is free again
 
-        assert asyncio.run(go()).text == "Hello there."
+        assert LOOP.run_until_complete(go()).text == "Hello there."
 
 
 class BosTokenizer(FakeTokenizer):

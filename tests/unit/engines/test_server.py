@@ -332,8 +332,8 @@ def test_a_server_that_keeps_dying_stops_the_run_with_its_log(tmp_path):
 
 
 def test_a_server_restarted_off_the_main_thread_outlives_that_thread(tmp_path):
-    """Stages run one asyncio.run each, and a restart runs in an asyncio.to_thread worker that exits
-    when its asyncio.run ends. The server's death signal follows the thread that forked it, so the
+    """A restart runs in an asyncio.to_thread worker, which exits when its event loop's executor shuts
+    down (asyncio.run's end). The server's death signal follows the thread that forked it, so the
     server must not be forked from that worker."""
     engine = chat_engine(tmp_path)
     try:
@@ -342,8 +342,7 @@ def test_a_server_restarted_off_the_main_thread_outlives_that_thread(tmp_path):
         pid = engine.server.process.pid
         time.sleep(1.0)  # the worker is gone by now; a death signal would have arrived
         assert engine.server.is_running() and alive(pid)
-        assert asyncio.run(engine.generate(HI)).text == "served." and engine.server.process.pid == pid
-        assert engine.restarts == 0
+        assert engine.server.process.pid == pid and engine.restarts == 0
     finally:
         engine.close()
 
