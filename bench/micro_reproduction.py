@@ -58,10 +58,14 @@ def answer_sets(config, run_dir: Path, k: int, adapter: Path | None) -> tuple[Pa
     adapters = {"generator": str(adapter)} if adapter else None
     engine = create_engine(config.engine, config.model, adapters, run_dir=out / f"server-round-{k}")
     files = (out / f"round-{k}-heldout.jsonl", out / f"round-{k}-constrained.jsonl")
+
+    async def both() -> None:  # one event loop for the engine
+        for source, target in zip((HELDOUT, CONSTRAINED), files, strict=True):
+            await generate_answers(engine, read_rows(source), "longen", target, params,
+                                   adapter="generator" if adapter else None, concurrency=32)
+
     try:
-        for source, target in zip((HELDOUT, CONSTRAINED), files):
-            asyncio.run(generate_answers(engine, read_rows(source), "longen", target, params,
-                                         adapter="generator" if adapter else None, concurrency=32))
+        asyncio.run(both())
     finally:
         engine.close()
     return files

@@ -24,6 +24,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from round_steps import LOOP
 from selflengthen.engines.base import Request
 from selflengthen.stages.common import RoundContext
 from selflengthen.stages.extend import extend_messages, stage2_prefill
@@ -34,11 +35,12 @@ from selflengthen.text.words import count_words
 
 
 class BlockingClient:
-    """engine.generate(...) as a blocking call, from any thread (the engine lives on one event loop)."""
+    """engine.generate(...) as a blocking call, from any thread. The engine's requests run on the
+    benches' one event loop (an engine's connections belong to one), here run by a thread of ours."""
 
     def __init__(self, engine):
         self.engine = engine
-        self.loop = asyncio.new_event_loop()
+        self.loop = LOOP
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 

@@ -17,6 +17,9 @@ from selflengthen.stages.extend import finish_extend, run_extend
 from selflengthen.stages.generate import finish_generate, run_generate
 from selflengthen.store import read_jsonl, round_dir
 
+# One event loop for the bench: an engine's connections belong to the loop that opened them.
+LOOP = asyncio.new_event_loop()
+
 # Requests like a round's: the packaged English seed instructions, in file order.
 def seed_instructions(n: int, language: str = "en") -> list[str]:
     seeds = [s.instruction for s in load_seeds() if s.language == language]
@@ -52,9 +55,9 @@ def steps_1_2(config, engine, run_dir: Path, instructions: list[str]) -> tuple[f
     ctx = RoundContext.for_round(config, engine, run_dir, 1)
     before = completion_tokens(engine)
     started = time.perf_counter()
-    asyncio.run(run_generate(ctx))
+    LOOP.run_until_complete(run_generate(ctx))
     finish_generate(ctx)
-    asyncio.run(run_extend(ctx))
+    LOOP.run_until_complete(run_extend(ctx))
     finish_extend(ctx)
     seconds = time.perf_counter() - started
     rd = round_dir(run_dir, 1)

@@ -117,7 +117,10 @@ def test_each_request_gets_its_own_adapter(adapters, tmp_path):
 
         import asyncio
 
-        texts = {role: asyncio.run(ask(role)) for role in ("generator", "extender", None)}
+        async def ask_each() -> dict:  # one event loop: the engine's connections belong to it
+            return {role: await ask(role) for role in ("generator", "extender", None)}
+
+        texts = asyncio.run(ask_each())
         assert len(set(texts.values())) == 3, texts  # three different models answered
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_base("embedded"))

@@ -485,11 +485,15 @@ def clean_steps(config_path: Path, run_dir: Path) -> dict[str, set[str]]:
     engine = create_engine(config.engine, config.model)
     try:
         ctx = RoundContext.for_round(config, engine, Path(run_dir), 1)
-        asyncio.run(run_instruct(ctx, load_seeds(config.seeds_file), []))
-        asyncio.run(run_generate(ctx))
-        finish_generate(ctx)
-        asyncio.run(run_extend(ctx))
-        finish_extend(ctx)
+
+        async def steps() -> None:  # on one event loop, as a run awaits them
+            await run_instruct(ctx, load_seeds(config.seeds_file), [])
+            await run_generate(ctx)
+            finish_generate(ctx)
+            await run_extend(ctx)
+            finish_extend(ctx)
+
+        asyncio.run(steps())
     finally:
         engine.close()
     r = _r(run_dir)
