@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from round_steps import LOOP
+
 from selflengthen.engines.base import Request
 from selflengthen.stages.common import RoundContext
 from selflengthen.stages.extend import extend_messages, stage2_prefill
@@ -105,7 +106,7 @@ def reference_steps_1_2(
                     return True
             return False
 
-        kept_answers = [a for a, k in zip(answers, keep) if k]
+        kept_answers = [a for a, k in zip(answers, keep, strict=True) if k]
         jobs = [dict(a, n=n, j=j) for n, a in enumerate(kept_answers) for j in range(config.extend.jobs_per_answer)]
         passed = sum(extend_pool.map(extend_job, jobs))
         return {"answers_kept": len(kept_answers), "extensions_passed": passed, "extension_tries": tries[0]}

@@ -29,7 +29,18 @@ _EXPORTS = {
     "SamplingParams": "selflengthen.engines.base",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "Config",
+    "Engine",
+    "Request",
+    "Result",
+    "SamplingParams",
+    "__version__",
+    "arun",
+    "create_engine",
+    "load_config",
+    "run",
+]
 
 if TYPE_CHECKING:
     from selflengthen.config import Config, load_config

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -54,7 +53,7 @@ def _quiet_libraries() -> None:
 @app.command()
 def run(
     config: Path = typer.Option(..., "--config", "-c", help="YAML config, required (see configs/: demo.yaml, smoke.yaml, gpu.yaml)"),
-    run_dir: Optional[Path] = typer.Option(
+    run_dir: Path | None = typer.Option(
         None, "--run-dir", "-o", help="run directory; run again to resume (default: runs/<config name>)"
     ),
     set_: list[str] = typer.Option([], "--set", help="override a config field, e.g. --set extend.micro_iterations=2"),
@@ -136,10 +135,10 @@ def model(base: str = typer.Argument("embedded", help="'embedded', a model direc
 def check_adapter(
     adapter: Path = typer.Argument(..., help="a PEFT LoRA adapter directory (e.g. RUN/round-1/adapters/generator)"),
     base: str = typer.Option("embedded", help="the base model the adapter was trained on"),
-    gguf: Optional[Path] = typer.Option(None, help="the base as GGUF for llama-server (default: the embedded model's)"),
+    gguf: Path | None = typer.Option(None, help="the base as GGUF for llama-server (default: the embedded model's)"),
     tokens: int = typer.Option(32, min=1, help="greedy tokens compared per prompt"),
     tolerance: float = typer.Option(1.0, min=0.0, help="largest logit gap allowed where the engines pick differently"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON"),
+    json_out: Path | None = typer.Option(None, "--json", help="also write the report as JSON"),
 ) -> None:
     """Check that an adapter means the same in llama-server (converted to GGUF) as in transformers + PEFT."""
     import json
@@ -224,7 +223,7 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("Interrupted. Run the same command again to resume.", err=True)
         sys.exit(130)
-    except (typer.Abort,):
+    except typer.Abort:
         sys.exit(1)
     except Exception as exc:  # click usage errors, the machine's errors (disk full), and our bugs
         if isinstance(exc, usage_errors):

@@ -29,8 +29,8 @@ from selflengthen.stages.common import RoundContext
 from selflengthen.stages.extend import finish_extend, run_extend
 from selflengthen.stages.generate import finish_generate, run_generate
 from selflengthen.stages.instruct import run_instruct
-from selflengthen.stages.sft_data import build_sft_data
 from selflengthen.stages.select import KEPT
+from selflengthen.stages.sft_data import build_sft_data
 from selflengthen.store import (
     RunLock,
     adapter_complete,

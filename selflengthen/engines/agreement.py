@@ -127,7 +127,7 @@ def check_agreement(
     try:
         with_lora.start()
         plain.start()
-        for prompt, ids in zip(prompts, inputs):
+        for prompt, ids in zip(prompts, inputs, strict=True):
             adapted = llama_greedy(with_lora.base_url, ids, n_tokens, [{"id": 0, "scale": 1.0}])
             scale0 = llama_greedy(with_lora.base_url, ids, n_tokens, [{"id": 0, "scale": 0.0}])
             base_tokens = llama_greedy(plain.base_url, ids, n_tokens, None)
@@ -139,7 +139,7 @@ def check_agreement(
                 scale0_equals_base=scale0 == base_tokens,
                 adapter_changes_output=adapted != base_tokens,
             )
-            for step, (ours, theirs, row) in enumerate(zip(choice, adapted, logits)):
+            for step, (ours, theirs, row) in enumerate(zip(choice, adapted, logits, strict=False)):
                 if ours == theirs:
                     continue
                 gap = float(row[ours] - row[theirs])

@@ -59,7 +59,7 @@ PRESETS: dict[str, Preset] = {
         uses_n_ctx=True,
     ),
     # llama.cpp's C++ server: continuous batching over `parallel` slots of n_ctx tokens each, about
-    # twice the transformers engine on CPU (DESIGN.md section 3). Adapters start at scale 0; each
+    # twice the transformers engine on CPU (docs/performance.md). Adapters start at scale 0; each
     # request names its own in the `lora` field.
     "llama-server": Preset(
         command=(

@@ -5,7 +5,7 @@ flight and runs them as batches: grouped by adapter (base / generator / extender
 on one base model) and sampling parameters, sorted by prompt length (less padding), left
 padded. While a batch runs in a worker thread, the event loop keeps collecting requests, so the
 next batch starts the moment the last one returns. On CPU batching is the whole game: 17
-tokens/s one sequence at a time, ~160 at batch 32 (DESIGN.md section 3).
+tokens/s one sequence at a time, ~160 at batch 32 (SmolLM2-135M, fp32, 2 cores).
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ class TransformersEngine:
         eos_ids = self._eos_ids()
         results = []
         label = self.model_label(request.adapter)
-        for i, (row, attn) in enumerate(zip(new_tokens, enc["attention_mask"].sum(dim=1).tolist())):
+        for i, (row, attn) in enumerate(zip(new_tokens, enc["attention_mask"].sum(dim=1).tolist(), strict=True)):
             if abort is not None and i in abort.aborted:
                 n, reason = abort.aborted[i]
                 text, _ = cut_at_stop(self.tokenizer.decode(row[:n], skip_special_tokens=True), params.stop)

@@ -25,7 +25,7 @@ def test_print_command_gives_one_accelerate_line_per_role(tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 2
-    for line, role in zip(lines, ("generator", "extender")):
+    for line, role in zip(lines, ("generator", "extender"), strict=True):
         assert line.startswith("accelerate launch --config_file ")
         assert '--num_processes 16 --num_machines 2 --machine_rank "$SLURM_NODEID" --main_process_ip 10.1.2.3' in line
         assert f"-m selflengthen.train --base {tmp_path / 'model'}" in line

@@ -47,8 +47,7 @@ def test_unknown_engine_keys_suggest_the_closest_name(tmp_path):
 
 def test_engine_auto_picks_llama_server_only_where_it_is_the_faster_engine(monkeypatch):
     from selflengthen.config import EngineConfig, ModelConfig
-    from selflengthen.engines import resolve_auto
-    from selflengthen.engines import presets
+    from selflengthen.engines import presets, resolve_auto
 
     monkeypatch.setattr(presets, "llama_server_path", lambda: "/opt/llama-server")
     cpu = ModelConfig(base="embedded", device="cpu")
