@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -165,13 +166,13 @@ def check_adapter(
         raise typer.Exit(1)
 
 
-def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+def _click_exception_types() -> tuple[tuple[type[Any], ...], tuple[type[Any], ...]]:
     """(usage-error classes, exit classes): typer >= 0.2x vendors click as `typer._click`, whose
     exceptions are not click's; catch both, or a usage error would end in a traceback."""
     import importlib
 
-    errors: list[type] = []
-    exits: list[type] = [typer.Exit]
+    errors: list[type[Any]] = []
+    exits: list[type[Any]] = [typer.Exit]
     for name in ("typer._click.exceptions", "click.exceptions"):
         try:
             module = importlib.import_module(name)

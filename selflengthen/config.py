@@ -383,7 +383,7 @@ class Config(_Strict):
     macro_iterations: int = Field(3, ge=1, le=100, description="rounds of generate -> extend -> train")
     seeds_file: str | None = Field(None, description="seed instructions (JSONL or .txt); default: the packaged seeds")
     seed_languages: list[Literal["en", "zh"]] = Field(
-        default_factory=lambda: ["en", "zh"], description="languages of seeds (and so of new instructions) to use"
+        default=["en", "zh"], description="languages of seeds (and so of new instructions) to use"
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)

@@ -118,7 +118,7 @@ def set_dotted(data: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> None:
+def apply_overrides(data: dict, overrides: Sequence[str]) -> None:
     """Apply `key.sub=value` overrides (values parsed as YAML) to nested config data in place."""
     for item in overrides:
         if "=" not in item:

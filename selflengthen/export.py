@@ -146,7 +146,7 @@ def build_rows(name: str, path: Path, fmt: str, style: str = "alpaca") -> list[d
         else:
             out = {"id": row.get("id", str(line)), "prompt": row["prompt"], "completion": row["completion"]}
             if extra:
-                record = extra.get(row.get("id"), {})
+                record = extra.get(str(row.get("id")), {})
                 out.update({col: record.get(col) for col in FINAL_COLUMNS})
             rows.append(out)
     return rows

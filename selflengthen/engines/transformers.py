@@ -54,7 +54,7 @@ class TransformersEngine:
         self.tokenizer.padding_side = "left"  # batched generation needs the prompts flush right
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        base.to(self.device).eval()
+        base.to(self.device).eval()  # type: ignore[arg-type]  # a device string is what torch takes
         self.model: Any = base
         self.context = int(getattr(base.config, "max_position_embeddings", 0) or 32768)
         self._torch = torch
@@ -185,7 +185,7 @@ class TransformersEngine:
             if tok in eos_ids:  # eos, or the padding after a sequence stopped (pad = eos here)
                 row, ended = row[:i], True
                 break
-        text = self.tokenizer.decode(row, skip_special_tokens=True)
+        text = str(self.tokenizer.decode(row, skip_special_tokens=True))
         text, stopped = cut_at_stop(text, params.stop)
         finish = "stop" if (ended or stopped or len(row) < max_new) else "length"
         return Result(text=text, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(row), model=label)

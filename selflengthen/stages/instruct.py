@@ -58,7 +58,7 @@ async def make_instruction(ctx: RoundContext, slot_id: str, pool: Pool, dedup: D
         language = rng.choice(languages)
         (id_a, first), (id_b, second) = rng.sample(pool.by_language[language], 2)
         prefill = template("self_instruct_prefill", language).format(first=first, second=second)
-        marker = str(template("self_instruct_stop", language))
+        marker = template("self_instruct_stop", language)
         # Small models write "Instructions 4:" too; both end our item.
         stop = list(dict.fromkeys([marker, marker.replace("Instruction", "Instructions"), "\n\n\n"]))
         request = Request(

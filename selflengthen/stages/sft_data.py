@@ -10,7 +10,6 @@ chat template generation uses.
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections.abc import Iterator
 
@@ -31,7 +30,9 @@ def sft_rows(ctx: RoundContext) -> Iterator[tuple[dict, dict]]:
     the byte offset of its line in answers.jsonl is kept, and the line is read back when needed."""
     offsets = {r["id"]: at for at, r in read_jsonl_offsets(ctx.rd.answers) if r.get("verdict") == "kept"}
     p = ctx.config.sft.line_dropout
-    with open(ctx.rd.answers, "rb") if offsets else contextlib.nullcontext() as answers:
+    if not offsets:  # no kept answer: no kept extension either
+        return
+    with open(ctx.rd.answers, "rb") as answers:
         for ext in read_jsonl(ctx.rd.extensions):
             if ext.get("verdict") != "kept":
                 continue

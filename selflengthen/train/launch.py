@@ -319,7 +319,7 @@ def train_role(
     )
 
 
-def _role_paths(rd: RoundDir, role: str) -> dict[str, Path]:
+def _role_paths(rd: RoundDir, role: str) -> dict[str, Any]:
     """Where a role's training reads and writes within its round."""
     return {
         "data": rd.sft(role),
