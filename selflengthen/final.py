@@ -33,10 +33,10 @@ from selflengthen.config import Config
 from selflengthen.engines.base import Engine
 from selflengthen.errors import ConfigError, EmptyFinalSetError, InputError, TrainingError
 from selflengthen.progress import NullProgress, Progress
+from selflengthen.records import KEPT
 from selflengthen.stages import collect as collect_stage
 from selflengthen.stages.common import max_in_flight, run_items, sampling_params
 from selflengthen.stages.length_control import constrain_record
-from selflengthen.stages.select import KEPT
 from selflengthen.store import (
     adapter_complete,
     atomic_write_json,

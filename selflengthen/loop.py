@@ -25,11 +25,11 @@ from selflengthen.engines.base import EXTENDER, GENERATOR, Engine
 from selflengthen.errors import ConfigError, SelfLengthenError, TrainingError
 from selflengthen.progress import NullProgress, Progress
 from selflengthen.prompts import load_seeds
+from selflengthen.records import KEPT
 from selflengthen.stages.common import RoundContext
 from selflengthen.stages.extend import finish_extend, run_extend
 from selflengthen.stages.generate import finish_generate, run_generate
 from selflengthen.stages.instruct import run_instruct
-from selflengthen.stages.select import KEPT
 from selflengthen.stages.sft_data import build_sft_data
 from selflengthen.store import (
     RunLock,

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 
 from selflengthen.engines.base import Request, aborted_result
 from selflengthen.prompts import template
+from selflengthen.records import KEPT, PASSED, Extension, ExtensionStep
 from selflengthen.stages.common import RoundContext, run_items, token_fields
-from selflengthen.stages.select import PASSED, finalize_with_selection
+from selflengthen.stages.select import finalize_with_selection
 from selflengthen.store import read_jsonl
 from selflengthen.text.checks import check_text
 from selflengthen.text.paragraphs import former_half, join_paragraphs, keep_leading_fraction, split_paragraphs
@@ -66,18 +67,18 @@ async def micro_step(ctx: RoundContext, query: str, current: str, best_words: in
     reason = check_text(result, stage2.finish_reason, ctx.checks)
     if reason is None and words <= best_words:
         reason = NOT_LONGER
-    return {
-        "former": former,
-        "stage1_output": stage1.text,
-        "stage1_kept": prefill,
-        "continuation": stage2.text,
-        "result": result,
-        "words": words,
-        "finish_reason": stage2.finish_reason,
-        "accepted": reason is None,
-        "reason": reason,
+    return ExtensionStep(
+        former=former,
+        stage1_output=stage1.text,
+        stage1_kept=prefill,
+        continuation=stage2.text,
+        result=result,
+        words=words,
+        finish_reason=stage2.finish_reason,
+        accepted=reason is None,
+        reason=reason,
         **token_fields(stage1, stage2),
-    }
+    ).to_json()
 
 
 async def extend_answer(ctx: RoundContext, extension_id: str, answer: dict) -> dict:
@@ -100,24 +101,24 @@ async def extend_answer(ctx: RoundContext, extension_id: str, answer: dict) -> d
         attempts.append({"reason": reason, "words": best_words, "step_reasons": [s["reason"] for s in steps],
                          "step_tokens": [s["tokens"] for s in steps],
                          "tokens_saved": sum(s.get("tokens_saved", 0) for s in steps)})
-    return {
-        "id": extension_id,
-        "answer_id": answer["id"],
-        "instruction_id": answer["instruction_id"],
-        "query": answer["query"],
-        "text": best,
-        "words": best_words,
-        "answer_words": answer["words"],
-        "ratio": round(best_words / max(answer["words"], 1), 3),
-        "verdict": PASSED if reason is None else reason,
-        "model": ctx.extender or "base",
-        "steps": steps,
-        "attempts": attempts,
-    }
+    return Extension(
+        id=extension_id,
+        answer_id=answer["id"],
+        instruction_id=answer["instruction_id"],
+        query=answer["query"],
+        text=best,
+        words=best_words,
+        answer_words=answer["words"],
+        ratio=round(best_words / max(answer["words"], 1), 3),
+        verdict=PASSED if reason is None else reason,
+        model=ctx.extender or "base",
+        steps=[ExtensionStep.from_json(s) for s in steps],
+        attempts=attempts,
+    ).to_json()
 
 
 def _kept_answers(ctx: RoundContext) -> Iterator[dict]:
-    return (row for row in read_jsonl(ctx.rd.answers) if row.get("verdict") == "kept")
+    return (row for row in read_jsonl(ctx.rd.answers) if row.get("verdict") == KEPT)
 
 
 async def run_extend(ctx: RoundContext) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from selflengthen.engines.base import Request
 from selflengthen.prompts import Seed, parse_self_instruct, parse_yes_no, template
+from selflengthen.records import KEPT, Instruction
 from selflengthen.stages.common import RoundContext, run_items
 from selflengthen.store import read_jsonl
 from selflengthen.text.dedup import Deduplicator
@@ -101,27 +102,27 @@ async def make_instruction(ctx: RoundContext, slot_id: str, pool: Pool, dedup: D
             dedup.add(text)
             if cfg.pool_includes_accepted:
                 pool.add(language, slot_id, text)
-            return {
-                "id": slot_id,
-                "text": text,
-                "language": language,
-                "words": words,
-                "verdict": "kept",
-                "model": "base",
-                "examples": [id_a, id_b],
-                "judge": judge_text,
-                "attempts": attempts,
-            }
+            return Instruction(
+                id=slot_id,
+                text=text,
+                language=language,
+                words=words,
+                verdict=KEPT,
+                model="base",
+                examples=[id_a, id_b],
+                judge=judge_text,
+                attempts=attempts,
+            ).to_json()
         attempts.append({"text": text, "reason": reason, "judge": judge_text})
-    return {
-        "id": slot_id,
-        "text": text,
-        "language": language,
-        "words": count_words(text),
-        "verdict": attempts[-1]["reason"],
-        "model": "base",
-        "attempts": attempts,
-    }
+    return Instruction(
+        id=slot_id,
+        text=text,
+        language=language,
+        words=count_words(text),
+        verdict=attempts[-1]["reason"],
+        model="base",
+        attempts=attempts,
+    ).to_json()
 
 
 def slot_ids(k: int, count: int) -> list[str]:
@@ -142,7 +143,7 @@ async def run_instruct(ctx: RoundContext, seeds: Sequence[Seed], previous_instru
     for text in previous_instructions:
         dedup.add(text)
     for row in read_jsonl(ctx.rd.instructions, repair_tail=True):  # resume: what this round already kept
-        if row.get("verdict") == "kept":
+        if row.get("verdict") == KEPT:
             dedup.add(row["text"])
             if cfg.pool_includes_accepted:
                 pool.add(row.get("language", "en"), row["id"], row["text"])
@@ -158,8 +159,8 @@ async def run_instruct(ctx: RoundContext, seeds: Sequence[Seed], previous_instru
 
     async def work(slot_id: str, seed: Seed | None) -> dict:
         if seed is not None:  # a seed answered as is: no generation, no judge
-            return {"id": slot_id, "text": seed.instruction, "language": seed.language,
-                    "words": count_words(seed.instruction), "verdict": "kept", "model": "seed", "attempts": []}
+            return Instruction(id=slot_id, text=seed.instruction, language=seed.language,
+                               words=count_words(seed.instruction), verdict=KEPT, model="seed").to_json()
         return await make_instruction(ctx, slot_id, pool, dedup)
 
     return await run_items(

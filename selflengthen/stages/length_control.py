@@ -37,6 +37,7 @@ from selflengthen.evaluate.constraints import (
 )
 from selflengthen.evaluate.scoring import longen_score
 from selflengthen.prompts import template, template_table
+from selflengthen.records import KEPT
 from selflengthen.text.checks import text_units
 from selflengthen.text.words import count_words, detect_language
 
@@ -319,7 +320,7 @@ async def constrain_record(
                 break
             attempts.append({"text": result.text, "reason": reason})
             why = reason
-    verdict = "kept"
+    verdict = KEPT
     if how == TEMPLATE:
         if length_mentions(query):
             verdict = LENGTH_IN_QUERY  # "a 2,000-word essay ... around 3000 words" would contradict itself
