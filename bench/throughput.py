@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     fig["wall_speedup_vs_reference"] = round(fig["reference"]["seconds"] / fig["pipeline"]["seconds"], 2)
     print(f"utilization = b / a = {fig['utilization']:.2f} (goal >= 0.85); raw best {best} tokens/s; "
           f"median raw {statistics.median(v['tokens_per_s'] for v in fig['raw'].values())}")
-    print(f"ours / reference = {fig['speedup_vs_reference']:.2f}x tokens/s, {fig['wall_speedup_vs_reference']:.2f}x "
+    print(f"ours / reference = {fig['speedup_vs_reference']:.2f}x " f"tokens/s, {fig['wall_speedup_vs_reference']:.2f}x "
           "wall time (goal >= 2x)")
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=1))

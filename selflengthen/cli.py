@@ -155,7 +155,7 @@ def check_adapter(
     for p in report.prompts:
         flips = ", ".join(f"step {f['step']}: {f['llama']!r} vs {f['transformers']!r} (gap {f['gap']:.3f})" for f in p.flips)
         console.print(
-            f"{'ok  ' if p.passed(tolerance) else 'FAIL'} agree {p.agree_prefix}/{p.tokens} · scale 0 = base: "
+            f"{'ok  ' if p.passed(tolerance) else 'FAIL'} agree " f"{p.agree_prefix}/{p.tokens} · scale 0 = base: "
             f"{p.scale0_equals_base} · adapter changes output: {p.adapter_changes_output} · {p.prompt[:50]!r}"
             + (f"\n     near-ties: {flips}" if flips else "")
         )

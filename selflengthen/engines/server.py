@@ -142,7 +142,8 @@ class ManagedServer:
         return argv[argv.index("--model") + 1] if "--model" in argv else ""
 
     def serve_lora_files(self, files: list[str]) -> None:
-        """(Re)start the server with exactly these GGUF adapters: llama-server loads adapters only at start."""
+        """(Re)start the server with exactly these GGUF adapters (llama-server loads adapters only at
+        start)."""
         files = [str(f) for f in files]
         if files == self.lora_files and self.is_running():
             return
@@ -228,7 +229,8 @@ class ManagedServer:
         return self.process is not None and self.process.poll() is None
 
     def crashed(self) -> int | None:
-        """The exit status of a server that exited while we still held it (None: running, or stopped by us)."""
+        """The exit status of a server that exited while we still held it (None: running, or stopped
+        by us)."""
         return None if self.process is None else self.process.poll()
 
     def stop(self) -> int | None:

@@ -1,8 +1,9 @@
 """A stand-in server process for ManagedServer tests: `python fake_server_main.py --port P [--mode M]`.
 
 Modes: ok (answers /v1/models and completions), stubborn (ignores SIGTERM), crash (exits at
-once), never (never answers); --die-on-post N crashes mid-request. Prints a line on start, so the log can be checked. With --child it
-also forks a grandchild that records its pid in a file (to check the process group is stopped).
+once), never (never answers); --die-on-post N crashes mid-request. Prints a line on start, so
+the log can be checked. With --child it also forks a grandchild that records its pid in a file
+(to check the process group is stopped).
 """
 
 import argparse
