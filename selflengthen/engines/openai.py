@@ -15,8 +15,6 @@ key is read from the environment variable named in config and never stored or sh
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -24,22 +22,13 @@ from typing import Any
 
 from selflengthen.engines.base import Request, Result, aborted_result, cut_at_stop, render_prompt
 from selflengthen.engines.dispatch import Dispatcher
+from selflengthen.engines.lora_loading import adapter_served_name, check_adapter_rank
+from selflengthen.engines.tokenizer import adds_special_tokens, load_tokenizer
 from selflengthen.engines.server import describe_exit
 from selflengthen.engines.streaming import AbortingStream
 from selflengthen.errors import ConfigError, EngineError
 
 log = logging.getLogger(__name__)
-
-
-def adapter_served_name(role: str, path: str | Path) -> str:
-    """A served name unique to this adapter's files: a retrained adapter gets a new name (servers cache
-    adapters by name), and a restart loading the same files reuses the same name."""
-    p = Path(path).resolve()
-    h = hashlib.sha256(str(p).encode())
-    for f in sorted(p.glob("adapter_model.*")):
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return f"{role}-{h.hexdigest()[:10]}"
 
 
 def check_choice(data: Any) -> None:
@@ -426,46 +415,3 @@ class OpenAIEngine:
         self.dispatch.close()
         if self.server is not None:
             self.server.stop()
-
-
-def adds_special_tokens(tokenizer: Any) -> bool:
-    """Whether encoding text with this tokenizer adds tokens of its own (a BOS)."""
-    if tokenizer is None:
-        return False
-    try:
-        plain = tokenizer("x", add_special_tokens=False)["input_ids"]
-        return tokenizer("x", add_special_tokens=True)["input_ids"] != plain
-    except Exception:  # a tokenizer-like object without the option
-        return False
-
-
-def check_adapter_rank(path: str | Path, max_rank: int | None) -> None:
-    """Fail early, naming the fields, when an adapter's rank exceeds what the server accepts."""
-    if not max_rank:
-        return
-    config_file = Path(path) / "adapter_config.json"
-    try:
-        r = int(json.loads(config_file.read_text()).get("r", 0))
-    except (OSError, ValueError):
-        return
-    if r > max_rank:
-        raise ConfigError(
-            f"adapter {path} has LoRA rank {r} but the server accepts at most {max_rank}; "
-            "raise engine.server.max_lora_rank",
-            field="engine.server.max_lora_rank",
-        )
-
-
-def load_tokenizer(cfg: Any, model_config: Any) -> Any:
-    """The model's own tokenizer, so the prompt string equals what training and the other engines see."""
-    from transformers import AutoTokenizer
-
-    from selflengthen.model import resolve_base
-
-    source = cfg.tokenizer or resolve_base(model_config.base)
-    try:
-        return AutoTokenizer.from_pretrained(source)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot load the tokenizer '{source}': {exc}", field="engine.openai.tokenizer"
-        ) from None
