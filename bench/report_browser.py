@@ -111,7 +111,7 @@ def main() -> None:
     manifest = json.loads((browse / "manifest.js").read_text()[len("SL.manifest(") : -3])
     first_paint = size(out / "browse.html") + size(browse / "manifest.js") + size(browse / manifest["rounds"][0]["index"])
     chunks = list(browse.glob("round-*/*.js"))
-    print(f"run: {manifest['records']:,} records in {len(manifest['rounds'])} rounds, {jsonl / 1e6:.1f} MB of JSONL "
+    print(f"run: {manifest['records']:,} records in " f"{len(manifest['rounds'])} rounds, {jsonl / 1e6:.1f} MB of JSONL "
           f"(generated in {made:.1f} s)")
     print(f"selflengthen report: {built:.1f} s; peak RSS {rss_before / 1024:.0f} -> {rss_after / 1024:.0f} MB")
     print(f"browser files: {size(browse) / 1e6:.1f} MB in {len(chunks)} chunks (largest "
@@ -130,8 +130,8 @@ def main() -> None:
             page = json.loads(res.stdout)
             ready.append(page["ready_ms"])
             opened.append(page["open_ms"])
-        print(f"page script in node ({args.repeats} runs, median): first page (load manifest + index, filter, sort by "
-              f"ratio, table) {statistics.median(ready):.0f} ms; open a record (load its chunks, draw its steps) "
+        print(f"page script in node ({args.repeats} runs, median): first " "page (load manifest + index, filter, sort by "
+              f"ratio, table) {statistics.median(ready):.0f} ms; open a " "record (load its chunks, draw its steps) "
               f"{statistics.median(opened):.0f} ms; status: {page['status']}")
     if args.keep is None:
         shutil.rmtree(base, ignore_errors=True)

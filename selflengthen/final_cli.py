@@ -218,7 +218,10 @@ def export_command(
 ) -> None:
     """Export the round SFT sets and the final set for TRL, OpenAI, LLaMA-Factory or `datasets`.
 
-    Loss masks: `trl` and `hf` (prompt-completion) train on the answer only in TRL; `messages` trains on every token in TRL (prompt included) unless assistant_only_loss=True with a chat template that has generation markers (OpenAI fine-tuning learns assistant turns only); `llamafactory` masks the prompt by default (train_on_prompt: false).
+    Loss masks: `trl` and `hf` (prompt-completion) train on the answer only in TRL; `messages`
+    trains on every token in TRL (prompt included) unless assistant_only_loss=True with a chat
+    template that has generation markers (OpenAI fine-tuning learns assistant turns only);
+    `llamafactory` masks the prompt by default (train_on_prompt: false).
     """
     from selflengthen.export import export_datasets
 

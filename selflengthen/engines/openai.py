@@ -23,9 +23,9 @@ from typing import Any
 from selflengthen.engines.base import Request, Result, aborted_result, cut_at_stop, render_prompt
 from selflengthen.engines.dispatch import Dispatcher
 from selflengthen.engines.lora_loading import adapter_served_name, check_adapter_rank
-from selflengthen.engines.tokenizer import adds_special_tokens, load_tokenizer
 from selflengthen.engines.server import describe_exit
 from selflengthen.engines.streaming import AbortingStream
+from selflengthen.engines.tokenizer import adds_special_tokens, load_tokenizer
 from selflengthen.errors import ConfigError, EngineError
 
 log = logging.getLogger(__name__)

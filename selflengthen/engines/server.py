@@ -207,7 +207,7 @@ class ManagedServer:
                 cause = describe_exit(code)
                 tail = self.log_tail()
                 raise ServerStartError(
-                    f"the server ({Path(self.argv[0]).name}) exited before it was ready ({cause}){exit_advice(code)}; "
+                    f"the server ({Path(self.argv[0]).name}) exited before it " f"was ready ({cause}){exit_advice(code)}; "
                     f"its log ({self.log_path}) ends:\n" + tail,
                     cause=cause,
                     log_tail=tail,
@@ -318,7 +318,7 @@ def exit_advice(code: int) -> str:
     """What to do about a server that died by a signal before it was ready ('' when nothing to add)."""
     if code in (-signal.SIGILL, -signal.SIGSEGV, -signal.SIGBUS):
         return (
-            ": a llama.cpp binary built for instructions this CPU cannot run does this; rebuild llama.cpp without the cache "
+            ": a llama.cpp binary built for instructions this CPU cannot run " "does this; rebuild llama.cpp without the cache "
             "(`bash scripts/setup.sh` checks and rebuilds it) or use `--set engine.kind=transformers`"
         )
     if code == -signal.SIGKILL:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+
 class Doc:
     """Headings, paragraphs, tables and images, rendered to both Markdown and HTML."""
 

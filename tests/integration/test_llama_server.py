@@ -23,7 +23,8 @@ SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
 
 @pytest.fixture(scope="module", autouse=True)
 def llama_server():
-    """Under CI a missing or crashing server fails (with its cause), never skips: the agreement check must run."""
+    """Under CI a missing or crashing server fails (with its cause), never skips: the agreement check
+    must run."""
     from selflengthen.engines.presets import llama_server_path
     from tests.conftest import require_llama
 

@@ -14,7 +14,7 @@ from selflengthen.engines.server import ManagedServer, describe_exit, exit_advic
 from selflengthen.errors import ServerStartError
 
 INTEL_AMX_VM = (
-    "processor\t: 0\nflags\t\t: fpu sse4_2 avx f16c fma bmi2 avx2 avx512f avx512dq avx512cd avx512bw avx512vl "
+    "processor\t: 0\nflags\t\t: fpu sse4_2 avx f16c fma bmi2 avx2 " "avx512f avx512dq avx512cd avx512bw avx512vl "
     "avx512vbmi avx512_vnni avx512_bf16 avx_vnni amx_bf16 amx_tile amx_int8 hypervisor\n"
 )
 AMD_AVX2 = "flags\t\t: fpu sse4_2 avx f16c fma bmi2 avx2 hypervisor\nflags\t\t: ignored second cpu\n"

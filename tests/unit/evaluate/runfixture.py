@@ -13,9 +13,13 @@ def _jsonl(path: Path, rows: list[dict], torn: str = "") -> None:
 ANSWER_TEXT = "The river rises in the hills.\n\nIt runs past the old mill.\n\nThen it meets the sea at dawn."
 STEP = {
     "former": "The river rises in the hills.",
-    "stage1_output": "The river rises in the green hills above the town.\n\nSpring rain feeds it.\n\nIn short, a river.",
+    "stage1_output": (
+        "The river rises in the green hills above the town.\n\nSpring rain feeds it.\n\nIn short, a river."
+    ),
     "stage1_kept": "The river rises in the green hills above the town.\n\nSpring rain feeds it.\n\n",
-    "continuation": "It runs past the old mill. Then it meets the sea at dawn, where gulls circle the harbour.",
+    "continuation": (
+        "It runs past the old mill. Then it meets the sea at dawn, where gulls circle the harbour."
+    ),
     "result": "",
     "words": 600,
     "finish_reason": "stop",
