@@ -106,8 +106,8 @@ def growth(
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         color = SERIES_COLORS[i % len(SERIES_COLORS)]
-        present = [(g, list(series[name].get(g) or [])) for g in groups]
-        present = [(groups.index(g), w) for g, w in present if w]
+        lists = [(g, list(series[name].get(g) or [])) for g in groups]
+        present = [(groups.index(g), w) for g, w in lists if w]
         positions = [x - 0.4 + width * (i + 0.5) for x, _ in present]
         data = [w for _, w in present]
         parts = ax.boxplot(data, positions=positions, widths=width * 0.85, patch_artist=True, showfliers=True,
