@@ -9,9 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from selflengthen.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    """A config section: unknown keys are errors (a typo must not pass silently), and so are bad
+    values assigned after loading."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 def read_yaml_mapping(path: Path) -> tuple[dict[str, Any], str]:
