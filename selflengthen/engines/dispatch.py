@@ -142,6 +142,7 @@ class Dispatcher:
         self.stats = DispatchStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: httpx.AsyncClient | None = None
+        self._closing: asyncio.Task | None = None
         self._waiters: list[asyncio.Future] = []  # requests waiting for a free slot
         self._failures_in_row = 0
         self._last_success = time.monotonic()
@@ -173,8 +174,8 @@ class Dispatcher:
         return self._client
 
     def close(self) -> None:
-        """Close the connections. Called on the loop's own thread while it runs, the client cannot be
-        awaited there and is dropped; from another thread it is closed on its loop."""
+        """Close the connections: on their loop when it is idle or runs in another thread; called on
+        the running loop's own thread (a run closing its engine), as a task of that loop."""
         client, loop, self._client, self._loop = self._client, self._loop, None, None
         if client is None or loop is None or loop.is_closed():
             return
@@ -185,7 +186,9 @@ class Dispatcher:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if running is not loop:
+        if running is loop:
+            self._closing = loop.create_task(client.aclose())  # held: a loop keeps weak task refs
+        else:
             asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout=30)
 
     # ------------------------------------------------------------------ slots

@@ -403,3 +403,25 @@ def test_an_empty_completion_is_an_answer_not_a_fault():
         engine = make_engine([server.url])
         result = run(engine, req())
     assert result.text == "" and result.finish_reason == "stop" and engine.stats.retries == 0
+
+
+def test_one_engine_serves_one_event_loop_until_closed():
+    """A run awaits all its requests on one loop; on another, the engine says so instead of failing
+    deep in the HTTP client. Closed, it opens new connections on whatever loop uses it next."""
+    with FakeServer() as server:
+        engine = make_engine([server.url])
+        assert run(engine, req()).text == "Hello there."
+        with pytest.raises(EngineError, match="another event loop"):
+            asyncio.run(engine.generate(req()))
+        engine.close()  # its loop is idle: the connections are closed on it
+        assert asyncio.run(engine.generate(req())).text == "Hello there."
+        engine.close()  # that loop is closed by now: its connections are simply dropped
+
+        async def close_inside():  # a run closing its engine on its own running loop
+            await engine.generate(req())
+            engine.close()
+            await asyncio.sleep(0.05)
+            return engine.dispatch._closing
+
+        closing = asyncio.run(close_inside())
+        assert closing is not None and closing.done() and not closing.cancelled()
