@@ -63,7 +63,11 @@ class TransformersEngine:
         self._serial = itertools.count(1)
         self._order = itertools.count()  # seeds for requests that bring none
         self.queue = BatchingQueue(
-            take_batch, self._run_batch, size=self.batch_size, wait_s=self.batch_wait, failure="generation failed"
+            take_batch,
+            self._run_batch,
+            size=self.batch_size,
+            wait_s=self.batch_wait,
+            failure="generation failed",
         )
         self.stats = EngineStats()
 
@@ -83,7 +87,9 @@ class TransformersEngine:
                 else:
                     self.model.load_adapter(str(path), adapter_name=peft_name)
             except (OSError, ValueError) as exc:
-                raise ConfigError(f"cannot load adapter '{path}' for {role}: {exc}", field="adapter") from None
+                raise ConfigError(
+                    f"cannot load adapter '{path}' for {role}: {exc}", field="adapter"
+                ) from None
             old = self._adapters.get(role)
             if old is not None:
                 self.model.delete_adapter(old)
@@ -103,9 +109,15 @@ class TransformersEngine:
             raise EngineError(f"no adapter loaded for role '{request.adapter}'")
         monitor = request.monitor()
         if monitor is not None and monitor.reason is not None:  # the prefill alone fails: generate nothing
-            return aborted_result("", monitor.reason, max_tokens=request.params.max_tokens,
-                                  model=self.model_label(request.adapter))
-        return await self.queue.submit(request, render_prompt(self.tokenizer, request.messages, request.prefill))
+            return aborted_result(
+                "",
+                monitor.reason,
+                max_tokens=request.params.max_tokens,
+                model=self.model_label(request.adapter),
+            )
+        return await self.queue.submit(
+            request, render_prompt(self.tokenizer, request.messages, request.prefill)
+        )
 
     # ------------------------------------------------------------------ the batch itself
 
@@ -120,7 +132,9 @@ class TransformersEngine:
         prompt_len = enc["input_ids"].shape[1]
         max_new = min(params.max_tokens, self.context - prompt_len)
         if max_new < 1:
-            raise EngineError(f"prompt of {prompt_len} tokens leaves no room in the {self.context}-token context")
+            raise EngineError(
+                f"prompt of {prompt_len} tokens leaves no room in the {self.context}-token context"
+            )
         seed = params.seed if params.seed is not None else next(self._order)
         torch.manual_seed(seed)
         kwargs: dict[str, Any] = dict(
@@ -129,7 +143,9 @@ class TransformersEngine:
             pad_token_id=self.tokenizer.pad_token_id,
         )
         if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
+            kwargs.update(
+                do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k
+            )
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if params.stop:
@@ -140,8 +156,9 @@ class TransformersEngine:
 
             from selflengthen.engines.abort_criteria import AbortCriteria
 
-            abort = AbortCriteria(self.tokenizer, [p.request.monitor() for p in batch], prompt_len,
-                                  params.stop, self._eos_ids())
+            abort = AbortCriteria(
+                self.tokenizer, [p.request.monitor() for p in batch], prompt_len, params.stop, self._eos_ids()
+            )
             kwargs["stopping_criteria"] = StoppingCriteriaList([abort])
         with torch.no_grad():
             if request.adapter is None and hasattr(self.model, "disable_adapter"):
@@ -155,12 +172,24 @@ class TransformersEngine:
         eos_ids = self._eos_ids()
         results = []
         label = self.model_label(request.adapter)
-        for i, (row, attn) in enumerate(zip(new_tokens, enc["attention_mask"].sum(dim=1).tolist(), strict=True)):
+        for i, (row, attn) in enumerate(
+            zip(new_tokens, enc["attention_mask"].sum(dim=1).tolist(), strict=True)
+        ):
             if abort is not None and i in abort.aborted:
                 n, reason = abort.aborted[i]
-                text, _ = cut_at_stop(self.tokenizer.decode(row[:n], skip_special_tokens=True), params.stop)
-                results.append(aborted_result(text, reason, max_tokens=max_new, prompt_tokens=int(attn),
-                                              completion_tokens=n, model=label))
+                text, _ = cut_at_stop(
+                    str(self.tokenizer.decode(row[:n], skip_special_tokens=True)), params.stop
+                )
+                results.append(
+                    aborted_result(
+                        text,
+                        reason,
+                        max_tokens=max_new,
+                        prompt_tokens=int(attn),
+                        completion_tokens=n,
+                        model=label,
+                    )
+                )
                 continue
             results.append(self._finish(row, eos_ids, params, max_new, int(attn), label))
         self.stats.batches += 1
@@ -179,7 +208,9 @@ class TransformersEngine:
             ids.add(self.tokenizer.eos_token_id)
         return ids
 
-    def _finish(self, row: list[int], eos_ids: set[int], params: Any, max_new: int, prompt_tokens: int, label: str) -> Result:
+    def _finish(
+        self, row: list[int], eos_ids: set[int], params: Any, max_new: int, prompt_tokens: int, label: str
+    ) -> Result:
         ended = False
         for i, tok in enumerate(row):
             if tok in eos_ids:  # eos, or the padding after a sequence stopped (pad = eos here)
@@ -188,7 +219,13 @@ class TransformersEngine:
         text = str(self.tokenizer.decode(row, skip_special_tokens=True))
         text, stopped = cut_at_stop(text, params.stop)
         finish = "stop" if (ended or stopped or len(row) < max_new) else "length"
-        return Result(text=text, finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(row), model=label)
+        return Result(
+            text=text,
+            finish_reason=finish,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(row),
+            model=label,
+        )
 
     def suspend(self) -> None:
         """Nothing to give back: training in this process shares the loaded weights' device."""

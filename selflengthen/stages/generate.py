@@ -48,7 +48,8 @@ async def answer_instruction(ctx: RoundContext, answer_id: str, instruction: dic
         finish_reason=finish,
         verdict=PASSED if reason is None else reason,
         model=ctx.generator or "base",
-        **tokens,
+        tokens=tokens["tokens"],
+        tokens_saved=tokens.get("tokens_saved"),
         attempts=attempts,
     ).to_json()
 
