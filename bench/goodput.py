@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"tokens per kept extension: reference / ours = "
         f"{ref['tokens_per_kept'] / ours['tokens_per_kept']:.2f}; share of Step-2 tries kept: ours "
-        f"{ours['share_kept']:.2f}, reference {ref['share_kept']:.2f}; load average {os.getloadavg()[0]:.1f} after"
+        f"{ours['share_kept']:.2f}, reference {ref['share_kept']:.2f}; "
+        f"load average {os.getloadavg()[0]:.1f} after"
     )
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=1, default=str))

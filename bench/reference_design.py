@@ -24,6 +24,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from round_steps import LOOP
+
 from selflengthen.engines.base import Request
 from selflengthen.stages.common import RoundContext
 from selflengthen.stages.extend import extend_messages, stage2_prefill
@@ -34,11 +36,12 @@ from selflengthen.text.words import count_words
 
 
 class BlockingClient:
-    """engine.generate(...) as a blocking call, from any thread (the engine lives on one event loop)."""
+    """engine.generate(...) as a blocking call, from any thread. The engine's requests run on the
+    benches' one event loop (an engine's connections belong to one), here run by a thread of ours."""
 
     def __init__(self, engine):
         self.engine = engine
-        self.loop = asyncio.new_event_loop()
+        self.loop = LOOP
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 
@@ -63,23 +66,38 @@ def reference_steps_1_2(
     answer_pool = ThreadPoolExecutor(max_workers=workers[0])
     extend_pool = ThreadPoolExecutor(max_workers=workers[1])
     try:
+
         def answer(item):
             i, sample, text = item
             answer_id = f"r1-bench-{i:04d}-a{sample}"
             rng = ctx.rng("generate", answer_id)
             for _ in range(config.generate.retries):
-                r = call(Request([{"role": "user", "content": text}], ctx.sampling(rng), adapter=ctx.generator,
-                                 tag=answer_id))
+                r = call(
+                    Request(
+                        [{"role": "user", "content": text}],
+                        ctx.sampling(rng),
+                        adapter=ctx.generator,
+                        tag=answer_id,
+                    )
+                )
                 reply = r.text.strip()
                 if check_text(reply, r.finish_reason, ctx.checks) is None:
                     return {"id": answer_id, "query": text, "text": reply, "words": count_words(reply)}
             return None
 
-        items = [(i, s, text) for i, text in enumerate(instructions) for s in range(config.generate.samples_per_instruction)]
+        items = [
+            (i, s, text)
+            for i, text in enumerate(instructions)
+            for s in range(config.generate.samples_per_instruction)
+        ]
         answers = [a for a in answer_pool.map(answer, items) if a is not None]  # Step 1 ends: a barrier
         # Selection between the steps, as configured (the same work as the pipeline's run).
         lengths = [a["words"] for a in answers]
-        keep = length_biased_keep(lengths, random.Random(config.seed)) if config.select.length_biased else [True] * len(lengths)
+        keep = (
+            length_biased_keep(lengths, random.Random(config.seed))
+            if config.select.length_biased
+            else [True] * len(lengths)
+        )
 
         def extend_job(job):
             """One job, alone on its thread: every try, every micro-iteration, both stages, in turn."""
@@ -90,11 +108,28 @@ def reference_steps_1_2(
                 best, best_words = job["text"], job["words"]
                 for _ in range(config.extend.micro_iterations):
                     former = join_paragraphs(former_half(split_paragraphs(best)))
-                    out = call(Request(extend_messages(job["query"], former), ctx.extend_sampling(rng),
-                                       adapter=ctx.extender, tag="stage1"))
-                    prefill = stage2_prefill(join_paragraphs(keep_leading_fraction(split_paragraphs(out.text), config.extend.stage1_keep)))
-                    out = call(Request(extend_messages(job["query"], best), ctx.extend_sampling(rng), prefill=prefill,
-                                       adapter=ctx.extender, tag="stage2"))
+                    out = call(
+                        Request(
+                            extend_messages(job["query"], former),
+                            ctx.extend_sampling(rng),
+                            adapter=ctx.extender,
+                            tag="stage1",
+                        )
+                    )
+                    prefill = stage2_prefill(
+                        join_paragraphs(
+                            keep_leading_fraction(split_paragraphs(out.text), config.extend.stage1_keep)
+                        )
+                    )
+                    out = call(
+                        Request(
+                            extend_messages(job["query"], best),
+                            ctx.extend_sampling(rng),
+                            prefill=prefill,
+                            adapter=ctx.extender,
+                            tag="stage2",
+                        )
+                    )
                     result = prefill + out.text
                     words = count_words(result)
                     if check_text(result, out.finish_reason, ctx.checks) is None and words > best_words:
@@ -103,8 +138,12 @@ def reference_steps_1_2(
                     return True
             return False
 
-        kept_answers = [a for a, k in zip(answers, keep) if k]
-        jobs = [dict(a, n=n, j=j) for n, a in enumerate(kept_answers) for j in range(config.extend.jobs_per_answer)]
+        kept_answers = [a for a, k in zip(answers, keep, strict=True) if k]
+        jobs = [
+            dict(a, n=n, j=j)
+            for n, a in enumerate(kept_answers)
+            for j in range(config.extend.jobs_per_answer)
+        ]
         passed = sum(extend_pool.map(extend_job, jobs))
         return {"answers_kept": len(kept_answers), "extensions_passed": passed, "extension_tries": tries[0]}
     finally:

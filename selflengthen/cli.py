@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 
@@ -24,7 +24,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(eval_app, name="eval")
-app.command("report", help="Write RUN/report/index.html (plots) and browse.html (every sample).")(report_command)
+app.command("report", help="Write RUN/report/index.html (plots) and browse.html (every sample).")(
+    report_command
+)
 app.command("collect")(collect_command)
 app.command("train")(train_command)
 app.command("export")(export_command)
@@ -33,7 +35,9 @@ _state = {"debug": False}
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks instead of one-line errors")) -> None:
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks instead of one-line errors"),
+) -> None:
     _state["debug"] = debug
 
 
@@ -53,11 +57,15 @@ def _quiet_libraries() -> None:
 
 @app.command()
 def run(
-    config: Path = typer.Option(..., "--config", "-c", help="YAML config, required (see configs/: demo.yaml, smoke.yaml, gpu.yaml)"),
-    run_dir: Optional[Path] = typer.Option(
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="YAML config, required (see configs/: demo.yaml, smoke.yaml, gpu.yaml)"
+    ),
+    run_dir: Path | None = typer.Option(
         None, "--run-dir", "-o", help="run directory; run again to resume (default: runs/<config name>)"
     ),
-    set_: list[str] = typer.Option([], "--set", help="override a config field, e.g. --set extend.micro_iterations=2"),
+    set_: list[str] = typer.Option(
+        [], "--set", help="override a config field, e.g. --set extend.micro_iterations=2"
+    ),
 ) -> None:
     """Run the whole Self-Lengthen loop (resumes a run directory that already has work)."""
     from selflengthen.config import load_config
@@ -66,9 +74,15 @@ def run(
 
     cfg = load_config(config, set_)
     _quiet_libraries()
-    where = str(run_dir) if run_dir is not None else f"{Path('runs') / cfg.name} (the default for this config; --run-dir sets it)"
+    where = (
+        str(run_dir)
+        if run_dir is not None
+        else f"{Path('runs') / cfg.name} (the default for this config; --run-dir sets it)"
+    )
     run_dir = run_dir if run_dir is not None else Path("runs") / cfg.name
-    console.print(f"[bold]selflengthen[/] run '{cfg.name}': {cfg.macro_iterations} macro-iterations -> {where}")
+    console.print(
+        f"[bold]selflengthen[/] run '{cfg.name}': {cfg.macro_iterations} macro-iterations -> {where}"
+    )
     _terminate_as_interrupt()
     with progress_for_console() as progress:
         summaries = run_selflengthen(cfg, run_dir, progress=progress)
@@ -134,12 +148,18 @@ def model(base: str = typer.Argument("embedded", help="'embedded', a model direc
 
 @app.command("check-adapter")
 def check_adapter(
-    adapter: Path = typer.Argument(..., help="a PEFT LoRA adapter directory (e.g. RUN/round-1/adapters/generator)"),
+    adapter: Path = typer.Argument(
+        ..., help="a PEFT LoRA adapter directory (e.g. RUN/round-1/adapters/generator)"
+    ),
     base: str = typer.Option("embedded", help="the base model the adapter was trained on"),
-    gguf: Optional[Path] = typer.Option(None, help="the base as GGUF for llama-server (default: the embedded model's)"),
+    gguf: Path | None = typer.Option(
+        None, help="the base as GGUF for llama-server (default: the embedded model's)"
+    ),
     tokens: int = typer.Option(32, min=1, help="greedy tokens compared per prompt"),
-    tolerance: float = typer.Option(1.0, min=0.0, help="largest logit gap allowed where the engines pick differently"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the report as JSON"),
+    tolerance: float = typer.Option(
+        1.0, min=0.0, help="largest logit gap allowed where the engines pick differently"
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="also write the report as JSON"),
 ) -> None:
     """Check that an adapter means the same in llama-server (converted to GGUF) as in transformers + PEFT."""
     import json
@@ -151,11 +171,16 @@ def check_adapter(
     if not (adapter / "adapter_config.json").is_file():
         raise InputError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
     _quiet_libraries()
-    report = check_agreement(adapter, base=base, gguf=str(gguf) if gguf else None, n_tokens=tokens, tolerance=tolerance)
+    report = check_agreement(
+        adapter, base=base, gguf=str(gguf) if gguf else None, n_tokens=tokens, tolerance=tolerance
+    )
     for p in report.prompts:
-        flips = ", ".join(f"step {f['step']}: {f['llama']!r} vs {f['transformers']!r} (gap {f['gap']:.3f})" for f in p.flips)
+        flips = ", ".join(
+            f"step {f['step']}: {f['llama']!r} vs {f['transformers']!r} (gap {f['gap']:.3f})" for f in p.flips
+        )
         console.print(
-            f"{'ok  ' if p.passed(tolerance) else 'FAIL'} agree {p.agree_prefix}/{p.tokens} · scale 0 = base: "
+            f"{'ok  ' if p.passed(tolerance) else 'FAIL'} agree "
+            f"{p.agree_prefix}/{p.tokens} · scale 0 = base: "
             f"{p.scale0_equals_base} · adapter changes output: {p.adapter_changes_output} · {p.prompt[:50]!r}"
             + (f"\n     near-ties: {flips}" if flips else "")
         )
@@ -166,13 +191,13 @@ def check_adapter(
         raise typer.Exit(1)
 
 
-def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+def _click_exception_types() -> tuple[tuple[type[Any], ...], tuple[type[Any], ...]]:
     """(usage-error classes, exit classes): typer >= 0.2x vendors click as `typer._click`, whose
     exceptions are not click's; catch both, or a usage error would end in a traceback."""
     import importlib
 
-    errors: list[type] = []
-    exits: list[type] = [typer.Exit]
+    errors: list[type[Any]] = []
+    exits: list[type[Any]] = [typer.Exit]
     for name in ("typer._click.exceptions", "click.exceptions"):
         try:
             module = importlib.import_module(name)
@@ -224,7 +249,7 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("Interrupted. Run the same command again to resume.", err=True)
         sys.exit(130)
-    except (typer.Abort,):
+    except typer.Abort:
         sys.exit(1)
     except Exception as exc:  # click usage errors, the machine's errors (disk full), and our bugs
         if isinstance(exc, usage_errors):

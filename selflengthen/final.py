@@ -1,4 +1,4 @@
-"""After the last round: collect -> length control -> one final SFT (DESIGN.md section 1).
+"""After the last round: collect -> length control -> one final SFT.
 
     config = load_run_config(Path("runs/demo"), ["final.min_words=300"])  # final_cli.py
     prepare_final_data(config, Path("runs/demo"))   # RUN/final/sft.jsonl
@@ -15,7 +15,8 @@ Files under RUN/final/ (each stage is done when its file exists; run again to re
     sft.jsonl              the final SFT set: {"id", "prompt": [...], "completion": [...]}
     model/                 the final model: a LoRA adapter or a full model (final.method)
 
-The caller holds the run lock (`selflengthen collect/train` and `run_selflengthen` do).
+The caller holds the run lock (`selflengthen collect/train` and `run` do). The `a`-prefixed
+functions await on the caller's event loop (a run's); the others start one of their own.
 """
 
 from __future__ import annotations
@@ -23,16 +24,18 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from selflengthen.config import Config
-from selflengthen.engines.base import Engine, SamplingParams
+from selflengthen.engines.base import Engine
 from selflengthen.errors import ConfigError, EmptyFinalSetError, InputError, TrainingError
 from selflengthen.progress import NullProgress, Progress
+from selflengthen.records import KEPT
 from selflengthen.stages import collect as collect_stage
-from selflengthen.stages.common import run_items
+from selflengthen.stages.common import max_in_flight, run_items, sampling_params
 from selflengthen.stages.length_control import constrain_record
 from selflengthen.store import (
     adapter_complete,
@@ -131,6 +134,18 @@ def prepare_final_data(
     redo: bool = False,
 ) -> dict[str, Any]:
     """Collect and add length constraints: writes RUN/final/sft.jsonl. Returns both stages' stats."""
+    return asyncio.run(aprepare_final_data(config, run_dir, engine=engine, progress=progress, redo=redo))
+
+
+async def aprepare_final_data(
+    config: Config,
+    run_dir: Path,
+    *,
+    engine: Engine | None = None,
+    progress: Progress | None = None,
+    redo: bool = False,
+) -> dict[str, Any]:
+    """`prepare_final_data` on the caller's event loop."""
     run_dir, progress = Path(run_dir), progress or NullProgress()
     paths = final_paths(run_dir)
     if not collect_stage.round_numbers(run_dir):
@@ -144,9 +159,7 @@ def prepare_final_data(
                 extra = collect_stage.extra_round_dir(run_dir, paths.extra).answers
                 if not extra.is_file():  # the engine (a model load) only when there is work for it
                     progress.log(f"final · {config.final.extra_answers} extra Generator answers")
-                    asyncio.run(
-                        collect_stage.generate_extra(config, engines.get(), run_dir, paths.extra, progress)
-                    )
+                    await collect_stage.generate_extra(config, engines.get(), run_dir, paths.extra, progress)
             progress.log("final · collecting")
             collect_stage.collect(
                 run_dir, paths.collected, config.final, extra_answers=extra, stats_path=paths.collect_stats
@@ -165,10 +178,10 @@ def prepare_final_data(
                 paths.settings.unlink(missing_ok=True)
             raise EmptyFinalSetError(message)
         if not (paths.constrained.is_file() and paths.sft.is_file()):
-            kept = [row for row in read_jsonl(paths.collected) if row.get("verdict") == "kept"]
+            kept = [row for row in read_jsonl(paths.collected) if row.get("verdict") == KEPT]
             left = {row["id"] for row in kept} - existing_ids(paths.partial)
             needs_llm = config.final.rewrite and bool(left)
-            asyncio.run(_length_control(config, kept, paths, engines.get() if needs_llm else None, progress))
+            await _length_control(config, kept, paths, engines.get() if needs_llm else None, progress)
             _finish_length(paths, [row["id"] for row in kept])
         length_stats = json.loads(paths.length_stats.read_text(encoding="utf-8"))
     finally:
@@ -180,12 +193,12 @@ async def _length_control(
     config: Config, records: list[dict], paths: FinalPaths, engine: Engine | None, progress: Progress
 ) -> int:
     # No DRY here: a rewrite must copy most of the query, and DRY penalises copying the prompt.
-    sampling = SamplingParams.from_config(config.sampling, max_tokens=config.final.rewrite_max_tokens, dry=False)
+    sampling = sampling_params(config, max_tokens=config.final.rewrite_max_tokens, dry=False)
     return await run_items(
         [(row["id"], row) for row in records],
         lambda _id, row: constrain_record(engine, row, config.final, sampling, config.seed),
         paths.partial,
-        max_in_flight=config.engine.max_in_flight or 2 * config.engine.batch_size,
+        max_in_flight=max_in_flight(config.engine, engine.name if engine is not None else config.engine.kind),
         progress=progress,
         description="final · length constraints",
         total=len(records),
@@ -211,14 +224,14 @@ def _finish_length(paths: FinalPaths, order: list[str]) -> dict:
             f"length control left {len(missing)} records unfinished (first: {missing[0]}); run again"
         )
     records = [done[i] for i in order]
-    kept = [r for r in records if r["verdict"] == "kept"]
+    kept = [r for r in records if r["verdict"] == KEPT]
     atomic_write_jsonl(paths.constrained, records)
     atomic_write_jsonl(paths.sft, (sft_row(r) for r in kept))
     types = Counter(r["type"] for r in kept)
     stats = {
         "records": len(records),
         "kept": len(kept),
-        "dropped": dict(Counter(r["verdict"] for r in records if r["verdict"] != "kept")),
+        "dropped": dict(Counter(r["verdict"] for r in records if r["verdict"] != KEPT)),
         "types": {t: types.get(t, 0) for t in ("about", "range", "above", "below")},
         "rewrite": dict(Counter(r["rewrite"] for r in kept)),
         "rejections": dict(Counter(a["reason"] for r in records for a in r["attempts"]).most_common()),
@@ -239,9 +252,12 @@ def model_complete(path: Path, method: str) -> bool:
     return adapter_complete(path) if method == "lora" else full_model_complete(path)
 
 
-def train_final(config: Config, run_dir: Path, *, force: bool = False) -> dict:
+def train_final(
+    config: Config, run_dir: Path, *, force: bool = False, stop: threading.Event | None = None
+) -> dict:
     """One SFT on RUN/final/sft.jsonl into RUN/final/model/ (LoRA adapter or full model)."""
     from selflengthen.model import pick_device, resolve_base
+    from selflengthen.train.launch import run_training
 
     paths = final_paths(run_dir)
     if not paths.sft.is_file():
@@ -250,59 +266,34 @@ def train_final(config: Config, run_dir: Path, *, force: bool = False) -> dict:
     if model_complete(paths.model, method) and not force:
         stats_file = paths.model / "training_stats.json"
         return json.loads(stats_file.read_text()) if stats_file.is_file() else {}
-    train_config = config.final.train_config(config.train)
-    base = resolve_base(config.model.base)
-    device = pick_device(config.model.device)
-    if method == "full":
-        if train_config.launcher != "in_process":
-            raise ConfigError(
-                "final.method 'full' trains in this process only; set train.launcher=in_process "
-                "(or final.method=lora to use the subprocess/accelerate launchers)",
-                field="train.launcher",
-            )
-    if train_config.launcher == "in_process":
-        from selflengthen.train.sft import train_adapter
-
-        stats = train_adapter(
-            full=method == "full",
-            base=base,
-            data=paths.sft,
-            out_dir=paths.model,
-            train_config=train_config,
-            work_dir=paths.train_work,
-            device=device,
-            dtype=config.model.dtype,
-            gradient_checkpointing=train_config.gradient_checkpointing,
-        )
-    else:  # the rounds' launchers: a child process, or accelerate launch (multi-GPU, multi-node)
-        from selflengthen.train.launch import launch_training, train_module_args
-
-        config_json = paths.root / "work" / "train.config.json"
-        atomic_write_json(config_json, train_config.model_dump(mode="json"))
-        module_args = train_module_args(
-            base=base,
-            data=paths.sft,
-            out_dir=paths.model,
-            config_json=config_json,
-            work_dir=paths.train_work,
-            device=device,
-            dtype=config.model.dtype,
-        )
-        stats = launch_training(
-            train_config, module_args, paths.model, paths.train_log, device, what="training the final model"
-        )
+    stats = run_training(
+        config.final.train_config(config.train),
+        base=resolve_base(config.model.base),
+        data=paths.sft,
+        out_dir=paths.model,
+        work_dir=paths.train_work,
+        log_path=paths.train_log,
+        config_json=paths.root / "work" / "train.config.json",
+        device=pick_device(config.model.device),
+        dtype=config.model.dtype,
+        full=method == "full",
+        what="training the final model",
+        stop=stop,
+    )
     stats["method"] = method
     if model_complete(paths.model, method):  # not on the other nodes of a multi-node training
         atomic_write_json(paths.model / "training_stats.json", stats)
     return stats
 
 
-def run_final(
+async def arun_final(
     config: Config, run_dir: Path, *, engine: Engine | None = None, progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Everything after the last round (what `run` does when `final.enabled`)."""
+    """Everything after the last round (what `run` does when `final.enabled`), on the caller's loop."""
+    from selflengthen.train.launch import train_off_loop
+
     progress = progress or NullProgress()
-    stats = prepare_final_data(config, run_dir, engine=engine, progress=progress)
+    stats = await aprepare_final_data(config, run_dir, engine=engine, progress=progress)
     if stats["length"].get("kept", 0) == 0:
         stats["training"] = {
             "skipped": "no records in the final SFT set (lower final.min_words?)",
@@ -310,5 +301,12 @@ def run_final(
         }
         return stats
     progress.log("final · training the final model")
-    stats["training"] = train_final(config, run_dir)
+    stats["training"] = await train_off_loop(train_final, config, run_dir)
     return stats
+
+
+def run_final(
+    config: Config, run_dir: Path, *, engine: Engine | None = None, progress: Progress | None = None
+) -> dict[str, Any]:
+    """`arun_final` in an event loop of its own."""
+    return asyncio.run(arun_final(config, run_dir, engine=engine, progress=progress))

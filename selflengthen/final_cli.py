@@ -122,7 +122,9 @@ def train_command(
     set_: list[str] = typer.Option([], "--set", help="override a config field, e.g. --set final.method=full"),
     force: bool = typer.Option(False, "--force", help="train again even if the output is complete"),
     print_command: bool = typer.Option(
-        False, "--print-command", help="with --round: print the per-node `accelerate launch` line (for SLURM), train nothing"
+        False,
+        "--print-command",
+        help="with --round: print the per-node `accelerate launch` line (for SLURM), train nothing",
     ),
 ) -> None:
     """Train the final long-output model (--final) or one round's adapters (--round K)."""
@@ -218,7 +220,10 @@ def export_command(
 ) -> None:
     """Export the round SFT sets and the final set for TRL, OpenAI, LLaMA-Factory or `datasets`.
 
-    Loss masks: `trl` and `hf` (prompt-completion) train on the answer only in TRL; `messages` trains on every token in TRL (prompt included) unless assistant_only_loss=True with a chat template that has generation markers (OpenAI fine-tuning learns assistant turns only); `llamafactory` masks the prompt by default (train_on_prompt: false).
+    Loss masks: `trl` and `hf` (prompt-completion) train on the answer only in TRL; `messages`
+    trains on every token in TRL (prompt included) unless assistant_only_loss=True with a chat
+    template that has generation markers (OpenAI fine-tuning learns assistant turns only);
+    `llamafactory` masks the prompt by default (train_on_prompt: false).
     """
     from selflengthen.export import export_datasets
 

@@ -1,8 +1,14 @@
 """The macro-iteration: Step 0 -> Step 1 -> Step 2 -> SFT data -> train both roles, K times.
 
+    from selflengthen import load_config, run, arun
+    summaries = run(load_config("configs/smoke.yaml"), "runs/smoke")        # a script
+    summaries = await arun(load_config("configs/smoke.yaml"), "runs/smoke")  # a notebook
+
 Every stage writes its records as items finish and marks completion by its final file, so
 running the same command again after a crash resumes at the first unfinished item. Round k
-generates with round k-1's adapters and trains starting from them.
+generates with round k-1's adapters and trains starting from them. A run awaits all its stages
+on one event loop (the caller's, with `arun`); training runs in a worker thread or a child
+process, so the loop stays free while a model trains.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from pathlib import Path
 from selflengthen import __version__
 from selflengthen.config import Config, dump_config
 from selflengthen.engines.base import EXTENDER, GENERATOR, Engine
-from selflengthen.errors import ConfigError, TrainingError
+from selflengthen.errors import ConfigError, SelfLengthenError, TrainingError
 from selflengthen.progress import NullProgress, Progress
 from selflengthen.prompts import load_seeds
+from selflengthen.records import KEPT
 from selflengthen.stages.common import RoundContext
 from selflengthen.stages.extend import finish_extend, run_extend
 from selflengthen.stages.generate import finish_generate, run_generate
@@ -45,7 +52,11 @@ def write_manifest(run_dir: Path, config: Config) -> None:
     resolved = dump_config(config)
     if path.is_file():
         old = json.loads(path.read_text()).get("config", {})
-        changed = sorted(k for k in set(old) | set(resolved) if old.get(k) != resolved.get(k) and k not in RESUMABLE_CHANGES)
+        changed = sorted(
+            k
+            for k in set(old) | set(resolved)
+            if old.get(k) != resolved.get(k) and k not in RESUMABLE_CHANGES
+        )
         if changed:
             raise ConfigError(
                 f"{run_dir} was started with a different config ({', '.join(changed)} differ); "
@@ -55,61 +66,73 @@ def write_manifest(run_dir: Path, config: Config) -> None:
     atomic_write_json(path, {"package": "selflengthen", "version": __version__, "config": resolved})
 
 
-def _timed(minutes: dict, stage: str, fn, *args):
-    started = time.perf_counter()
-    out = fn(*args)
-    minutes[stage] = round(minutes.get(stage, 0.0) + (time.perf_counter() - started) / 60, 2)
-    return out
+class _Minutes:
+    """Minutes per stage of a round, in RUN/round-K/work/minutes.json (a resumed stage adds up)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.minutes: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def add(self, stage: str, started: float) -> None:
+        spent = (time.perf_counter() - started) / 60
+        self.minutes[stage] = round(self.minutes.get(stage, 0.0) + spent, 2)
+        atomic_write_json(self.path, self.minutes)
 
 
-def run_round(ctx: RoundContext, seeds, previous_instructions: list[str], adapters: dict[str, Path], base: str) -> dict:
+async def run_round(
+    ctx: RoundContext, seeds, previous_instructions: list[str], adapters: dict[str, Path], base: str
+) -> dict:
     """Run (or resume) one macro-iteration; returns its summary."""
+    from selflengthen.train.launch import train_off_loop, train_role
+
     rd, config = ctx.rd, ctx.config
-    minutes_file = rd.work / "minutes.json"
-    minutes = json.loads(minutes_file.read_text()) if minutes_file.is_file() else {}
-
-    def save_minutes():
-        atomic_write_json(minutes_file, minutes)
-
-    _timed(minutes, "instruct", asyncio.run, run_instruct(ctx, seeds, previous_instructions))
-    save_minutes()
+    minutes = _Minutes(rd.work / "minutes.json")
+    started = time.perf_counter()
+    await run_instruct(ctx, seeds, previous_instructions)
+    minutes.add("instruct", started)
     if not rd.answers.is_file():
-        _timed(minutes, "generate", asyncio.run, run_generate(ctx))
+        started = time.perf_counter()
+        await run_generate(ctx)
         finish_generate(ctx)
-        save_minutes()
+        minutes.add("generate", started)
     if not rd.extensions.is_file():
-        _timed(minutes, "extend", asyncio.run, run_extend(ctx))
+        started = time.perf_counter()
+        await run_extend(ctx)
         finish_extend(ctx)
-        save_minutes()
+        minutes.add("extend", started)
     if not (rd.sft(GENERATOR).is_file() and rd.sft(EXTENDER).is_file()):
         build_sft_data(ctx)
 
     training = {}
-    suspend = getattr(ctx.engine, "suspend", None)  # a managed server gives the GPU back to training
-    if suspend is not None and not all(adapter_complete(rd.adapter(r)) for r in ROLES):
-        suspend()
+    if not all(adapter_complete(rd.adapter(r)) for r in ROLES):
+        ctx.engine.suspend()  # a managed server gives the accelerators to training
     for role in ROLES:
         out = rd.adapter(role)
         if adapter_complete(out):
-            training[role] = json.loads((out / "training_stats.json").read_text()) if (out / "training_stats.json").is_file() else {}
+            stats_file = out / "training_stats.json"
+            training[role] = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
             # A kill between writing the adapter and deleting its checkpoints leaves them: delete them now.
             shutil.rmtree(rd.work / f"train-{role}", ignore_errors=True)
             continue
-        from selflengthen.train.launch import train_role
-
         ctx.progress.log(f"round {rd.k} · training the {role}")
+        started = time.perf_counter()
         try:
-            training[role] = _timed(minutes, f"train_{role}", train_role, config, base, rd, role, adapters.get(role))
+            training[role] = await train_off_loop(train_role, config, base, rd, role, adapters.get(role))
         except TrainingError as exc:
             training[role] = {"skipped": str(exc), "examples": 0}
-        save_minutes()
-    summary = round_summary(rd, training, minutes)
+        minutes.add(f"train_{role}", started)
+    summary = round_summary(rd, training, minutes.minutes)
     atomic_write_json(rd.summary, summary)
     return summary
 
 
-def run_selflengthen(config: Config, run_dir: Path, *, progress: Progress | None = None, engine: Engine | None = None) -> list[dict]:
-    """The whole loop. Returns the summaries of all rounds."""
+async def arun(
+    config: Config, run_dir: str | Path, *, engine: Engine | None = None, progress: Progress | None = None
+) -> list[dict]:
+    """The whole loop, awaited on the caller's event loop (a notebook's). Returns every round's summary.
+
+    Without `engine` the run builds the one its config names and closes it at the end; an engine
+    passed in (a scripted one in tests, one shared with other work) is used and left open."""
     progress = progress or NullProgress()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -133,24 +156,44 @@ def run_selflengthen(config: Config, run_dir: Path, *, progress: Progress | None
         try:
             for k in range(1, config.macro_iterations + 1):
                 rd = round_dir(run_dir, k)
-                if adapters:
-                    engine.set_adapters({role: str(path) for role, path in adapters.items()})
                 summary = load_summary(rd)
                 if summary is None:
+                    if adapters:  # before resume: llama-server starts once, with the new adapters
+                        engine.set_adapters({role: str(path) for role, path in adapters.items()})
+                    engine.resume()
                     ctx = RoundContext.for_round(config, engine, run_dir, k, progress, set(adapters))
-                    summary = run_round(ctx, seeds, previous, adapters, base)
+                    summary = await run_round(ctx, seeds, previous, adapters, base)
                     progress.log(f"round {k} done")
                 summaries.append(summary)
-                previous += [r["text"] for r in read_jsonl(rd.instructions) if r.get("verdict") == "kept"]
+                previous += [r["text"] for r in read_jsonl(rd.instructions) if r.get("verdict") == KEPT]
                 for role in ROLES:
                     if adapter_complete(rd.adapter(role)):
                         adapters[role] = rd.adapter(role)
             if config.final.enabled:
-                from selflengthen.final import run_final
+                from selflengthen.final import arun_final
 
+                # No resume: a managed server starts again only if a final stage sends it requests.
                 progress.log("final stage: collect -> length constraints -> final SFT")
-                run_final(config, run_dir, engine=engine, progress=progress)
+                await arun_final(config, run_dir, engine=engine, progress=progress)
         finally:
             if own_engine:
                 engine.close()
         return summaries
+
+
+def run(
+    config: Config, run_dir: str | Path, engine: Engine | None = None, *, progress: Progress | None = None
+) -> list[dict]:
+    """`arun` for scripts and the CLI: starts an event loop for the run and closes it at the end.
+    Inside a running loop (a notebook), `await arun(...)` instead."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(arun(config, run_dir, engine=engine, progress=progress))
+    raise SelfLengthenError(
+        "selflengthen.run() cannot start an event loop inside a running one (a notebook): "
+        "use `await selflengthen.arun(config, run_dir)`"
+    )
+
+
+run_selflengthen = run  # the name the CLI and older scripts use

@@ -7,6 +7,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+from selflengthen.records import KEPT
 from selflengthen.store import RoundDir, read_jsonl
 
 
@@ -56,7 +57,7 @@ def _stage_figures(path: Path) -> dict:
         for attempt in row.get("attempts", ()):
             reasons[attempt.get("reason", "unknown")] += 1
             failed[attempt.get("reason", "unknown")] += 1
-        if row.get("verdict") == "kept":
+        if row.get("verdict") == KEPT:
             kept += 1
             words.append(int(row.get("words", 0)))
         else:

@@ -27,7 +27,11 @@ def require_llama(preset: str) -> None:
 
     from selflengthen.engines.presets import llama_server_path
 
-    installed = llama_server_path() is not None if preset == "llama-server" else importlib.util.find_spec("llama_cpp") is not None
+    installed = (
+        llama_server_path() is not None
+        if preset == "llama-server"
+        else importlib.util.find_spec("llama_cpp") is not None
+    )
     if not installed:
         message = f"{preset} is not installed: `bash scripts/setup.sh --test` builds it"
         if os.environ.get("CI"):

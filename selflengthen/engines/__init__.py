@@ -61,7 +61,9 @@ def create_engine(
     return _build(engine_config, model_config, adapters, run_dir)
 
 
-def _build(engine_config, model_config, adapters: dict[str, str] | None, run_dir: str | Path | None) -> Engine:
+def _build(
+    engine_config, model_config, adapters: dict[str, str] | None, run_dir: str | Path | None
+) -> Engine:
     kind = engine_config.kind
     if kind == "transformers":
         from selflengthen.engines.transformers import TransformersEngine
@@ -98,7 +100,8 @@ def _build(engine_config, model_config, adapters: dict[str, str] | None, run_dir
 
 def resolve_auto(engine_config, model_config):
     """`engine.kind: auto`: llama.cpp's llama-server, managed by the run, where it is the faster engine
-    (CPU, a GGUF base, the binary installed: about 2x transformers, docs/performance.md); else transformers."""
+    (CPU, a GGUF base, the binary installed: about 2x transformers, docs/performance.md); else
+    transformers."""
     from selflengthen.engines.presets import llama_server_path
     from selflengthen.model import pick_device
 

@@ -51,4 +51,4 @@ class AbortCriteria(StoppingCriteria):
                 done[i] = True
             elif stopped:
                 self._ended.add(i)
-        return done
+        return done  # type: ignore[return-value]  # transformers declares BoolTensor, takes any bool tensor

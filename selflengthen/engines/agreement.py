@@ -54,7 +54,9 @@ class AgreementReport:
 
     @property
     def passed(self) -> bool:
-        return all(p.passed(self.tolerance) for p in self.prompts) and any(p.adapter_changes_output for p in self.prompts)
+        return all(p.passed(self.tolerance) for p in self.prompts) and any(
+            p.adapter_changes_output for p in self.prompts
+        )
 
     def as_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
@@ -115,7 +117,9 @@ def check_agreement(
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
     tuned = PeftModel.from_pretrained(model, str(adapter_dir)).eval()
     inputs = [
-        tokenizer(render_prompt(tokenizer, [{"role": "user", "content": p}]), add_special_tokens=False)["input_ids"]
+        tokenizer(render_prompt(tokenizer, [{"role": "user", "content": p}]), add_special_tokens=False)[
+            "input_ids"
+        ]
         for p in prompts
     ]
     log_dir = Path(log_dir) if log_dir else Path(adapter_dir).parent
@@ -127,7 +131,7 @@ def check_agreement(
     try:
         with_lora.start()
         plain.start()
-        for prompt, ids in zip(prompts, inputs):
+        for prompt, ids in zip(prompts, inputs, strict=True):
             adapted = llama_greedy(with_lora.base_url, ids, n_tokens, [{"id": 0, "scale": 1.0}])
             scale0 = llama_greedy(with_lora.base_url, ids, n_tokens, [{"id": 0, "scale": 0.0}])
             base_tokens = llama_greedy(plain.base_url, ids, n_tokens, None)
@@ -139,13 +143,18 @@ def check_agreement(
                 scale0_equals_base=scale0 == base_tokens,
                 adapter_changes_output=adapted != base_tokens,
             )
-            for step, (ours, theirs, row) in enumerate(zip(choice, adapted, logits)):
+            for step, (ours, theirs, row) in enumerate(zip(choice, adapted, logits, strict=False)):
                 if ours == theirs:
                     continue
                 gap = float(row[ours] - row[theirs])
                 check.agree_prefix = min(check.agree_prefix, step)
                 check.flips.append(
-                    {"step": step, "llama": tokenizer.decode([theirs]), "transformers": tokenizer.decode([ours]), "gap": round(gap, 4)}
+                    {
+                        "step": step,
+                        "llama": tokenizer.decode([theirs]),
+                        "transformers": tokenizer.decode([ours]),
+                        "gap": round(gap, 4),
+                    }
                 )
                 check.max_gap = max(check.max_gap, gap)
             checks.append(check)

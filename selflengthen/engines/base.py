@@ -57,8 +57,15 @@ class SamplingParams:
         return (p.temperature, p.top_p, p.top_k, p.repetition_penalty, p.max_tokens, p.stop, p.dry)
 
     @classmethod
-    def from_config(cls, sampling: Any, *, max_tokens: int, stop: Sequence[str] | None = None,
-                    seed: int | None = None, dry: bool = True) -> SamplingParams:
+    def from_config(
+        cls,
+        sampling: Any,
+        *,
+        max_tokens: int,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        dry: bool = True,
+    ) -> SamplingParams:
         """The run's `sampling` section as per-call params; `dry=False` leaves anti-loop decoding out."""
         d = sampling.dry
         return cls(
@@ -70,7 +77,8 @@ class SamplingParams:
             stop=tuple(sampling.stop if stop is None else stop),
             seed=seed,
             dry=Dry(d.multiplier, d.base, d.allowed_length, d.penalty_last_n, tuple(d.sequence_breakers))
-            if dry and d.multiplier > 0 else None,
+            if dry and d.multiplier > 0
+            else None,
         )
 
 
@@ -115,8 +123,15 @@ class Result:
     tokens_saved: int = 0  # aborted: the token budget left unspent (max_tokens - completion_tokens)
 
 
-def aborted_result(text: str, reason: str, *, max_tokens: int, prompt_tokens: int = 0,
-                   completion_tokens: int = 0, model: str = "base") -> Result:
+def aborted_result(
+    text: str,
+    reason: str,
+    *,
+    max_tokens: int,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    model: str = "base",
+) -> Result:
     """The Result of a generation its abort rule stopped after `completion_tokens` tokens."""
     return Result(
         text=text,
@@ -139,6 +154,13 @@ class Engine(Protocol):
 
     def set_adapters(self, adapters: dict[str, str]) -> None:
         """Point role names ("generator", "extender") at adapter directories (PEFT format)."""
+
+    def suspend(self) -> None:
+        """Give the accelerators to training (a managed server stops); a no-op where the engine holds
+        nothing training needs. Called before a round's training, from a worker thread."""
+
+    def resume(self) -> None:
+        """Undo `suspend` before generating again (a no-op where `suspend` is one)."""
 
     def close(self) -> None: ...
 

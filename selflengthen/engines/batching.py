@@ -1,11 +1,13 @@
 """The asyncio front shared by the engines that run requests in batches (transformers, Ray Data).
 
 Stage code awaits one request at a time, from many items in flight. `BatchingQueue.submit`
-queues a request and returns its result; one worker task per event loop takes a batch (`take`
-chooses which pending requests go together), runs it in a thread (`run`, blocking) so the loop
-keeps collecting the next batch meanwhile, and resolves each request's future. When fewer than
-`size` requests wait, the worker first sleeps `wait_s`: the items whose request just finished
-send their next one in that moment, and the next batch is fuller.
+queues a request and returns its result; a worker task takes a batch (`take` chooses which
+pending requests go together), runs it in a thread (`run`, blocking) so the loop keeps collecting
+the next batch meanwhile, and resolves each request's future. When fewer than `size` requests
+wait, the worker first sleeps `wait_s`: the items whose request just finished send their next one
+in that moment, and the next batch is fuller. The worker lives only while requests wait: the
+first request starts it, it ends when the queue is empty, so no state outlives the event loop
+that made it.
 """
 
 from __future__ import annotations
@@ -45,26 +47,22 @@ class BatchingQueue:
         self.order = itertools.count()
         self._pending: list[Pending] = []
         self._worker: asyncio.Task | None = None
-        self._wake: asyncio.Event | None = None
 
     async def submit(self, request: Request, prompt: str) -> Result:
         loop = asyncio.get_running_loop()
-        # Stages run under separate asyncio.run calls: the worker belongs to one loop.
-        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
-            self._pending = []
-            self._wake = asyncio.Event()
-            self._worker = loop.create_task(self._work())
         item = Pending(request, prompt, loop.create_future(), next(self.order))
         self._pending.append(item)
-        assert self._wake is not None
-        self._wake.set()
-        return await item.future
+        if self._worker is None:
+            self._worker = loop.create_task(self._work())
+        try:
+            return await item.future
+        except asyncio.CancelledError:  # a cancelled item leaves nothing behind for the worker
+            if item in self._pending:
+                self._pending.remove(item)
+            raise
 
     async def _work(self) -> None:
-        assert self._wake is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
+        try:
             while self._pending:
                 if len(self._pending) < self.size and self.wait_s > 0:
                     await asyncio.sleep(self.wait_s)
@@ -81,8 +79,13 @@ class BatchingQueue:
                 for p, r in zip(batch, results, strict=True):
                     if not p.future.done():
                         p.future.set_result(r)
+        finally:
+            # No await between the last look at the queue and this line: a request queued after it
+            # starts a new worker.
+            self._worker = None
 
     def close(self) -> None:
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
         self._worker = None
+        self._pending = []

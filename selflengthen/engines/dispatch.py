@@ -142,6 +142,7 @@ class Dispatcher:
         self.stats = DispatchStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: httpx.AsyncClient | None = None
+        self._closing: asyncio.Task | None = None
         self._waiters: list[asyncio.Future] = []  # requests waiting for a free slot
         self._failures_in_row = 0
         self._last_success = time.monotonic()
@@ -150,32 +151,45 @@ class Dispatcher:
         # has died and returns True (retry at once), or returns False (nothing of ours to restart).
         self.revive: Callable[[], Awaitable[bool]] | None = None
 
-    # ------------------------------------------------------------------ per event loop state
+    # ------------------------------------------------------------------ the HTTP client
 
-    def ensure_loop(self) -> bool:
-        """Stages run under separate asyncio.run calls: the client belongs to one loop. True if new."""
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client, opened on first use. Its connections belong to the event loop that opened
+        it, so one dispatcher serves one event loop (a run awaits all its stages on one)."""
         loop = asyncio.get_running_loop()
-        if self._loop is loop and self._client is not None:
-            return False
-        self._loop = loop
-        cfg = self.config
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-            headers=self.headers,
-            trust_env=not all(is_loopback(e.url) for e in self.endpoints),
-        )
-        self._waiters = []
-        for e in self.endpoints:
-            e.in_flight = 0
-        return True
+        if self._client is None:
+            cfg = self.config
+            self._loop = loop
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+                headers=self.headers,
+                trust_env=not all(is_loopback(e.url) for e in self.endpoints),
+            )
+        elif self._loop is not loop:
+            raise EngineError(
+                "this engine's HTTP connections belong to another event loop: await all of a run's "
+                "requests on one loop, or close() the engine before using it on another"
+            )
+        return self._client
 
     def close(self) -> None:
-        client, self._client = self._client, None
-        # Closing needs the loop that opened it; when that loop is gone, dropping it is all we can do.
-        if client is not None and self._loop is not None and not self._loop.is_closed():
-            if not self._loop.is_running():
-                self._loop.run_until_complete(client.aclose())
+        """Close the connections: on their loop when it is idle or runs in another thread; called on
+        the running loop's own thread (a run closing its engine), as a task of that loop."""
+        client, loop, self._client, self._loop = self._client, self._loop, None, None
+        if client is None or loop is None or loop.is_closed():
+            return
+        if not loop.is_running():
+            loop.run_until_complete(client.aclose())
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._closing = loop.create_task(client.aclose())  # held: a loop keeps weak task refs
+        else:
+            asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout=30)
 
     # ------------------------------------------------------------------ slots
 
@@ -232,7 +246,7 @@ class Dispatcher:
         With `stream`, the body asks for server-sent events: each attempt gets a fresh consumer from
         `stream()`, fed every event; when `feed` returns True the response is closed at once (the
         server sees the client go and stops generating) and the consumer's `result()` is the answer."""
-        self.ensure_loop()
+        self.client()  # fails at once on a second event loop, before any slot is taken
         cfg = self.config
         self.stats.requests += 1
         started = time.monotonic()
@@ -302,7 +316,7 @@ class Dispatcher:
         stream: Callable[[], StreamConsumer] | None = None,
     ) -> Any:
         """One POST. Returns the parsed JSON or raises Retryable / Fatal."""
-        assert self._client is not None
+        client = self.client()
         self.stats.attempts += 1
         self.stats.per_url[endpoint.url] = self.stats.per_url.get(endpoint.url, 0) + 1
         # The read timeout bounds the gap between bytes; this bounds the whole attempt (a trickling
@@ -313,11 +327,11 @@ class Dispatcher:
         consumer = stream() if stream is not None else None
         try:
             if consumer is not None:
-                response = await asyncio.wait_for(self._stream(endpoint.url + path, body, consumer), timeout=limit)
-            else:
                 response = await asyncio.wait_for(
-                    self._client.post(endpoint.url + path, json=body), timeout=limit
+                    self._stream(endpoint.url + path, body, consumer), timeout=limit
                 )
+            else:
+                response = await asyncio.wait_for(client.post(endpoint.url + path, json=body), timeout=limit)
         except httpx.ConnectTimeout:
             raise Retryable("timeout", f"no connection within {self.config.connect_timeout_s:g}s") from None
         except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
@@ -344,9 +358,10 @@ class Dispatcher:
     async def _stream(self, url: str, body: dict, consumer: StreamConsumer) -> httpx.Response:
         """POST and feed the server-sent events to `consumer` until it has enough or the stream ends.
         Returns the response (its body read only when it is an error)."""
-        assert self._client is not None
-        async with self._client.stream("POST", url, json=body) as response:
-            if response.status_code >= 400 or "text/event-stream" not in response.headers.get("content-type", ""):
+        async with self.client().stream("POST", url, json=body) as response:
+            if response.status_code >= 400 or "text/event-stream" not in response.headers.get(
+                "content-type", ""
+            ):
                 # An error, or a server that ignores `stream` and answers with one JSON body: read it
                 # whole (no early abort then; the checks still judge the full text).
                 await response.aread()
@@ -370,13 +385,12 @@ class Dispatcher:
 
     async def get_json(self, path: str) -> Any:
         """GET `path` from the first replica, with the same retry bounds (used for /v1/models)."""
-        self.ensure_loop()
-        assert self._client is not None
+        client = self.client()
         url = self.endpoints[0].url + path
         last = ""
         for attempt in range(self.config.max_retries + 1):
             try:
-                response = await self._client.get(url, timeout=self.config.connect_timeout_s + 30)
+                response = await client.get(url, timeout=self.config.connect_timeout_s + 30)
                 if response.status_code == 200:
                     return response.json()
                 last = f"HTTP {response.status_code}: {snippet(response.text)}"

@@ -31,10 +31,19 @@ class FakeEngine:
             await asyncio.sleep(self.delay)
         monitor = request.monitor()
         if monitor is not None and monitor.reason is not None:  # the prefill alone fails: nothing is sent
-            return aborted_result("", monitor.reason, max_tokens=request.params.max_tokens, model=request.adapter or "base")
+            return aborted_result(
+                "", monitor.reason, max_tokens=request.params.max_tokens, model=request.adapter or "base"
+            )
         out = self.script(request)
-        result = out if isinstance(out, Result) else Result(
-            text=out, finish_reason="stop", completion_tokens=len(out.split()), model=request.adapter or "base"
+        result = (
+            out
+            if isinstance(out, Result)
+            else Result(
+                text=out,
+                finish_reason="stop",
+                completion_tokens=len(out.split()),
+                model=request.adapter or "base",
+            )
         )
         if monitor is None:
             return result
@@ -42,12 +51,23 @@ class FakeEngine:
             reason = monitor.feed(result.text[: word.end()])
             if reason is not None:
                 text = result.text[: word.end()]
-                return aborted_result(text, reason, max_tokens=request.params.max_tokens,
-                                      completion_tokens=len(text.split()), model=result.model)
+                return aborted_result(
+                    text,
+                    reason,
+                    max_tokens=request.params.max_tokens,
+                    completion_tokens=len(text.split()),
+                    model=result.model,
+                )
         return result
 
     def set_adapters(self, adapters: dict[str, str]) -> None:
         self.adapters.update(adapters)
+
+    def suspend(self) -> None:
+        pass
+
+    def resume(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

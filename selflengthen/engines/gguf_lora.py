@@ -57,7 +57,9 @@ class BaseInfo:
         try:
             reader = gguf.GGUFReader(str(path))
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read the base GGUF '{path}': {exc}", field="engine.server.gguf") from None
+            raise ConfigError(
+                f"cannot read the base GGUF '{path}': {exc}", field="engine.server.gguf"
+            ) from None
         self.path = Path(path)
         self.arch = _field(reader, "general.architecture")
         self.n_head = int(_field(reader, f"{self.arch}.attention.head_count"))
@@ -105,7 +107,9 @@ def read_adapter_config(adapter_dir: Path) -> tuple[float, dict]:
     return alpha, cfg
 
 
-def convert_lora(adapter_dir: str | Path, base_gguf: str | Path | BaseInfo, out: str | Path | None = None) -> Path:
+def convert_lora(
+    adapter_dir: str | Path, base_gguf: str | Path | BaseInfo, out: str | Path | None = None
+) -> Path:
     """Write ADAPTER_DIR/adapter.gguf (or `out`) and return its path; reuse it when newer than the adapter.
     `base_gguf` is the GGUF the server serves (or its BaseInfo, read once for both roles)."""
     import numpy as np
@@ -124,7 +128,9 @@ def convert_lora(adapter_dir: str | Path, base_gguf: str | Path | BaseInfo, out:
     for key, array in load_file(str(weights_file)).items():
         m = _KEY.match(key)
         if m is None:
-            raise ConfigError(f"{weights_file}: tensor '{key}' is not a LoRA A/B weight of a decoder layer", field="adapter")
+            raise ConfigError(
+                f"{weights_file}: tensor '{key}' is not a LoRA A/B weight of a decoder layer", field="adapter"
+            )
         layer, module, ab = m.groups()
         if module not in MODULE_NAMES:
             raise ConfigError(f"{weights_file}: no llama.cpp tensor for module '{module}'", field="adapter")
@@ -139,10 +145,13 @@ def convert_lora(adapter_dir: str | Path, base_gguf: str | Path | BaseInfo, out:
         a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
         shape = base.shapes.get(name)
         if shape is None:
-            raise ConfigError(f"the base GGUF {base.path} has no tensor {name}: wrong base model?", field="adapter")
+            raise ConfigError(
+                f"the base GGUF {base.path} has no tensor {name}: wrong base model?", field="adapter"
+            )
         if shape[:2] != (a.shape[1], b.shape[0]) or a.shape[0] != b.shape[1]:
             raise ConfigError(
-                f"{name}: adapter A {a.shape} / B {b.shape} does not fit the base tensor (in, out) = {shape[:2]}",
+                f"{name}: adapter A {a.shape} / B {b.shape} does not fit "
+                f"the base tensor (in, out) = {shape[:2]}",
                 field="adapter",
             )
         if base.arch in REORDERED_QK and module == "self_attn.q_proj":

@@ -94,8 +94,12 @@ def check(preset: str, *, timeout_s: float = 120.0) -> str:
             server.start()
             response = httpx.post(
                 server.base_url + "/v1/completions",
-                json={"model": config.served_model_name, "prompt": "The capital of France is", "max_tokens": 8,
-                      "temperature": 0},
+                json={
+                    "model": config.served_model_name,
+                    "prompt": "The capital of France is",
+                    "max_tokens": 8,
+                    "temperature": 0,
+                },
                 timeout=timeout_s,
                 trust_env=False,
             )
@@ -103,7 +107,9 @@ def check(preset: str, *, timeout_s: float = 120.0) -> str:
                 raise EngineError(f"the server answered {response.status_code}: {response.text[:200]}")
             text = response.json()["choices"][0]["text"]
         except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
-            raise EngineError(f"the server started but did not complete: {exc}; log ends:\n{server.log_tail()}") from None
+            raise EngineError(
+                f"the server started but did not complete: {exc}; log ends:\n{server.log_tail()}"
+            ) from None
         finally:
             server.stop()
     return f"{preset} completed {text!r} on the embedded model"

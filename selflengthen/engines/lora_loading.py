@@ -5,8 +5,11 @@ API: its adapters are given at start (server.py, gguf_lora.py).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -93,3 +96,31 @@ def unload_lora(url: str, name: str, *, api: str = "vllm", headers: dict[str, st
         )
     except httpx.HTTPError:
         return False
+
+
+def adapter_served_name(role: str, path: str | Path) -> str:
+    """A served name unique to this adapter's files: a retrained adapter gets a new name (servers cache
+    adapters by name), and a restart loading the same files reuses the same name."""
+    p = Path(path).resolve()
+    h = hashlib.sha256(str(p).encode())
+    for f in sorted(p.glob("adapter_model.*")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return f"{role}-{h.hexdigest()[:10]}"
+
+
+def check_adapter_rank(path: str | Path, max_rank: int | None) -> None:
+    """Fail early, naming the fields, when an adapter's rank exceeds what the server accepts."""
+    if not max_rank:
+        return
+    config_file = Path(path) / "adapter_config.json"
+    try:
+        r = int(json.loads(config_file.read_text()).get("r", 0))
+    except (OSError, ValueError):
+        return
+    if r > max_rank:
+        raise ConfigError(
+            f"adapter {path} has LoRA rank {r} but the server accepts at most {max_rank}; "
+            "raise engine.server.max_lora_rank",
+            field="engine.server.max_lora_rank",
+        )

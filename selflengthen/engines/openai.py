@@ -15,8 +15,6 @@ key is read from the environment variable named in config and never stored or sh
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -24,22 +22,13 @@ from typing import Any
 
 from selflengthen.engines.base import Dry, Request, Result, aborted_result, cut_at_stop, render_prompt
 from selflengthen.engines.dispatch import Dispatcher
+from selflengthen.engines.lora_loading import adapter_served_name, check_adapter_rank
 from selflengthen.engines.server import describe_exit
 from selflengthen.engines.streaming import AbortingStream
+from selflengthen.engines.tokenizer import adds_special_tokens, load_tokenizer
 from selflengthen.errors import ConfigError, EngineError
 
 log = logging.getLogger(__name__)
-
-
-def adapter_served_name(role: str, path: str | Path) -> str:
-    """A served name unique to this adapter's files: a retrained adapter gets a new name (servers cache
-    adapters by name), and a restart loading the same files reuses the same name."""
-    p = Path(path).resolve()
-    h = hashlib.sha256(str(p).encode())
-    for f in sorted(p.glob("adapter_model.*")):
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return f"{role}-{h.hexdigest()[:10]}"
 
 
 def check_choice(data: Any) -> None:
@@ -101,8 +90,8 @@ class OpenAIEngine:
         self.routes: dict[str, str] = {}  # role -> served adapter name
         self.lora_ids: dict[str, int] = {}  # llama-server: role -> index of its --lora file
         self._adapter_paths: dict[str, str] = {}  # role -> adapter dir loaded at run time
-        self._model_lock: asyncio.Lock | None = None
-        self._restart_lock: asyncio.Lock | None = None
+        self._model_lock = asyncio.Lock()
+        self._restart_lock = asyncio.Lock()
         self.restarts = 0  # times the managed server died and was started again
         self._starts = 0  # starts by _revive, so a request that waited on the lock sees it happened
 
@@ -169,8 +158,6 @@ class OpenAIEngine:
     # ------------------------------------------------------------------ the request
 
     async def generate(self, request: Request) -> Result:
-        if self.dispatch.ensure_loop() or self._model_lock is None:
-            self._model_lock, self._restart_lock = asyncio.Lock(), asyncio.Lock()
         if self.server is not None and not self.server.is_running():
             await self._revive()
         if request.adapter is not None and request.adapter not in self.routes:
@@ -185,7 +172,8 @@ class OpenAIEngine:
             # (the others stay at scale 0), and the record names the adapter's files.
             body["model"] = self.model
             body["lora"] = [
-                {"id": i, "scale": 1.0 if role == request.adapter else 0.0} for role, i in self.lora_ids.items()
+                {"id": i, "scale": 1.0 if role == request.adapter else 0.0}
+                for role, i in self.lora_ids.items()
             ]
         stream = None
         if monitor is not None:
@@ -267,9 +255,14 @@ class OpenAIEngine:
         if data.get("aborted"):
             # Tokens the server generated before it saw us go: at least the events we read.
             completion_tokens = max(completion_tokens, int(data.get("events") or 0))
-            result = aborted_result(text, data["aborted"], max_tokens=max_tokens or request.params.max_tokens,
-                                    prompt_tokens=result.prompt_tokens, completion_tokens=completion_tokens,
-                                    model=model)
+            result = aborted_result(
+                text,
+                data["aborted"],
+                max_tokens=max_tokens or request.params.max_tokens,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=completion_tokens,
+                model=model,
+            )
         self.stats.prompt_tokens += result.prompt_tokens
         self.stats.completion_tokens += result.completion_tokens
         return result
@@ -278,7 +271,6 @@ class OpenAIEngine:
 
     async def _served_model(self, adapter: str | None) -> str:
         if self.model is None and (adapter is None or self.lora_api == "sglang"):
-            assert self._model_lock is not None
             async with self._model_lock:
                 if self.model is None:
                     self.model = await self._discover_model()
@@ -366,10 +358,14 @@ class OpenAIEngine:
 
     def suspend(self) -> None:
         """Free the accelerators for training: stop a managed server (if `server.stop_for_training`).
-        It starts again, with the current adapters, on the next set_adapters or request. A server
-        we do not manage is left alone."""
+        It starts again, with the current adapters, on `resume`, the next set_adapters or request.
+        A server we do not manage is left alone."""
         if self.server is not None and self.server.config.stop_for_training and self.server.is_running():
             self.server.stop()
+
+    def resume(self) -> None:
+        """Start a suspended managed server again, with the adapters it served."""
+        self._ensure_server()
 
     async def _revive(self) -> bool:
         """Start the managed server again if it is not running: after `suspend`, or after it died
@@ -377,8 +373,6 @@ class OpenAIEngine:
         True when a server is running afterwards; False when there is none of ours to start."""
         if self.server is None:
             return False
-        if self._restart_lock is None:
-            self._restart_lock = asyncio.Lock()
         seen = self._starts
         # A dying server closes its socket a moment before it can be reaped: give it that moment
         # (outside the lock: requests failing against a live server must not queue up behind it).
@@ -399,7 +393,8 @@ class OpenAIEngine:
                 tail = self.server.log_tail(12)
                 if self.restarts > limit:
                     self.dispatch.broken = (
-                        f"the managed server exited by itself again ({describe_exit(status)}): {self.restarts} times, "
+                        f"the managed server exited by itself again ({describe_exit(status)}): "
+                        f"{self.restarts} times, "
                         f"more than engine.server.max_restarts = {limit}; its log "
                         f"({self.server.log_path}) ends:\n{tail}"
                     )
@@ -407,7 +402,11 @@ class OpenAIEngine:
                 log.warning(
                     "the managed server exited by itself (%s); starting it again (%d of at most %d). "
                     "Its log (%s) ends:\n%s",
-                    describe_exit(status), self.restarts, limit, self.server.log_path, tail,
+                    describe_exit(status),
+                    self.restarts,
+                    limit,
+                    self.server.log_path,
+                    tail,
                 )
             await asyncio.to_thread(self._ensure_server)
             self._starts += 1
@@ -428,49 +427,6 @@ class OpenAIEngine:
         self.dispatch.close()
         if self.server is not None:
             self.server.stop()
-
-
-def adds_special_tokens(tokenizer: Any) -> bool:
-    """Whether encoding text with this tokenizer adds tokens of its own (a BOS)."""
-    if tokenizer is None:
-        return False
-    try:
-        plain = tokenizer("x", add_special_tokens=False)["input_ids"]
-        return tokenizer("x", add_special_tokens=True)["input_ids"] != plain
-    except Exception:  # a tokenizer-like object without the option
-        return False
-
-
-def check_adapter_rank(path: str | Path, max_rank: int | None) -> None:
-    """Fail early, naming the fields, when an adapter's rank exceeds what the server accepts."""
-    if not max_rank:
-        return
-    config_file = Path(path) / "adapter_config.json"
-    try:
-        r = int(json.loads(config_file.read_text()).get("r", 0))
-    except (OSError, ValueError):
-        return
-    if r > max_rank:
-        raise ConfigError(
-            f"adapter {path} has LoRA rank {r} but the server accepts at most {max_rank}; "
-            "raise engine.server.max_lora_rank",
-            field="engine.server.max_lora_rank",
-        )
-
-
-def load_tokenizer(cfg: Any, model_config: Any) -> Any:
-    """The model's own tokenizer, so the prompt string equals what training and the other engines see."""
-    from transformers import AutoTokenizer
-
-    from selflengthen.model import resolve_base
-
-    source = cfg.tokenizer or resolve_base(model_config.base)
-    try:
-        return AutoTokenizer.from_pretrained(source)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot load the tokenizer '{source}': {exc}", field="engine.openai.tokenizer"
-        ) from None
 
 
 def dry_fields(dry: Dry, dialect: str) -> dict[str, Any]:

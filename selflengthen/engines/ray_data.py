@@ -61,8 +61,10 @@ def processor_config_kwargs(ray_config: Any, model_source: str) -> dict[str, Any
 def sampling_params_dict(params: SamplingParams) -> dict[str, Any]:
     """vLLM SamplingParams fields for one row (vLLM's max_tokens defaults to 16: always set it)."""
     if params.dry is not None:  # the config check refuses this first; a direct caller gets the same answer
-        raise ConfigError("DRY decoding is not available on the Ray Data engine (vLLM has no DRY sampler)",
-                          field="sampling.dry")
+        raise ConfigError(
+            "DRY decoding is not available on the Ray Data engine (vLLM has no DRY sampler)",
+            field="sampling.dry",
+        )
     out: dict[str, Any] = {
         "temperature": params.temperature,
         "top_p": params.top_p,
@@ -155,7 +157,9 @@ class RayDataEngine:
     async def generate(self, request: Request) -> Result:
         if request.adapter is not None and request.adapter not in self._adapters:
             raise EngineError(f"no adapter loaded for role '{request.adapter}'")
-        return await self.queue.submit(request, render_prompt(self.tokenizer, request.messages, request.prefill))
+        return await self.queue.submit(
+            request, render_prompt(self.tokenizer, request.messages, request.prefill)
+        )
 
     def rows(self, job: list[Pending]) -> list[dict[str, Any]]:
         return [
@@ -187,6 +191,12 @@ class RayDataEngine:
                 ray.init(address=self.config.address)  # None: RAY_ADDRESS, else a local cluster
             self._processor = build_processor(self.config, self.model_source)
         return self._processor
+
+    def suspend(self) -> None:
+        """Nothing to give back: the Ray cluster's workers hold their own accelerators."""
+
+    def resume(self) -> None:
+        pass
 
     def close(self) -> None:
         self.queue.close()

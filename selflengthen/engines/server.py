@@ -133,7 +133,12 @@ class ManagedServer:
             )
 
         return build_command(
-            self.config, port=self.port, model=model, gguf=gguf, lora_modules=lora_modules, lora_files=self.lora_files
+            self.config,
+            port=self.port,
+            model=model,
+            gguf=gguf,
+            lora_modules=lora_modules,
+            lora_files=self.lora_files,
         )
 
     def gguf_path(self) -> str:
@@ -142,7 +147,8 @@ class ManagedServer:
         return argv[argv.index("--model") + 1] if "--model" in argv else ""
 
     def serve_lora_files(self, files: list[str]) -> None:
-        """(Re)start the server with exactly these GGUF adapters: llama-server loads adapters only at start."""
+        """(Re)start the server with exactly these GGUF adapters (llama-server loads adapters only at
+        start)."""
         files = [str(f) for f in files]
         if files == self.lora_files and self.is_running():
             return
@@ -209,7 +215,8 @@ class ManagedServer:
                 cause = describe_exit(code)
                 tail = self.log_tail()
                 raise ServerStartError(
-                    f"the server ({Path(self.argv[0]).name}) exited before it was ready ({cause}){exit_advice(code)}; "
+                    f"the server ({Path(self.argv[0]).name}) exited before it "
+                    f"was ready ({cause}){exit_advice(code)}; "
                     f"its log ({self.log_path}) ends:\n" + tail,
                     cause=cause,
                     log_tail=tail,
@@ -231,7 +238,8 @@ class ManagedServer:
         return self.process is not None and self.process.poll() is None
 
     def crashed(self) -> int | None:
-        """The exit status of a server that exited while we still held it (None: running, or stopped by us)."""
+        """The exit status of a server that exited while we still held it (None: running, or stopped
+        by us)."""
         return None if self.process is None else self.process.poll()
 
     def stop(self) -> int | None:
@@ -319,7 +327,8 @@ def exit_advice(code: int) -> str:
     """What to do about a server that died by a signal before it was ready ('' when nothing to add)."""
     if code in (-signal.SIGILL, -signal.SIGSEGV, -signal.SIGBUS):
         return (
-            ": a llama.cpp binary built for instructions this CPU cannot run does this; rebuild llama.cpp without the cache "
+            ": a llama.cpp binary built for instructions this CPU cannot run "
+            "does this; rebuild llama.cpp without the cache "
             "(`bash scripts/setup.sh` checks and rebuilds it) or use `--set engine.kind=transformers`"
         )
     if code == -signal.SIGKILL:

@@ -18,6 +18,7 @@ keep serving last round's weights.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -88,7 +89,14 @@ class _Job:
     __slots__ = ("ids", "params", "lora", "future", "loop", "request")
 
     def __init__(self, ids, params, lora, future, loop, request):
-        self.ids, self.params, self.lora, self.future, self.loop, self.request = ids, params, lora, future, loop, request
+        self.ids, self.params, self.lora, self.future, self.loop, self.request = (
+            ids,
+            params,
+            lora,
+            future,
+            loop,
+            request,
+        )
 
 
 class VllmEngine:
@@ -142,13 +150,21 @@ class VllmEngine:
             rank = adapter_rank(path)
             if rank > self.config.max_lora_rank:
                 raise ConfigError(
-                    f"adapter {path} has rank {rank}, above engine.vllm.max_lora_rank {self.config.max_lora_rank}",
+                    f"adapter {path} has rank {rank}, above engine.vllm.max_lora_rank "
+                    f"{self.config.max_lora_rank}",
                     field="engine.vllm.max_lora_rank",
                 )
             lora_id = next(self._lora_ids)
             self._loras[role] = self._lora_request(f"{role}-{lora_id}", lora_id, path)
             if current is not None:
-                self._call(lambda old=current.lora_int_id: self.llm.llm_engine.remove_lora(old))
+                self._call(functools.partial(self.llm.llm_engine.remove_lora, current.lora_int_id))
+
+    def suspend(self) -> None:
+        """Nothing is given back: the engine keeps its weights and KV cache while the run trains (on a
+        GPU, leave room for training with engine.vllm.engine_kwargs' gpu_memory_utilization)."""
+
+    def resume(self) -> None:
+        pass
 
     def model_label(self, adapter: str | None) -> str:
         if adapter is None:
@@ -167,13 +183,22 @@ class VllmEngine:
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         room = self.context - len(ids)
         if room < 1:
-            raise EngineError(f"prompt of {len(ids)} tokens leaves no room in the {self.context}-token context")
+            raise EngineError(
+                f"prompt of {len(ids)} tokens leaves no room in the {self.context}-token context"
+            )
         fields = sampling_params_dict(request.params)
         fields["max_tokens"] = min(request.params.max_tokens, room)
         if request.params.seed is None:
             fields["seed"] = next(self._order)
         loop = asyncio.get_running_loop()
-        job = _Job(ids, self._sampling(**fields), self._loras.get(request.adapter or ""), loop.create_future(), loop, request)
+        job = _Job(
+            ids,
+            self._sampling(**fields),
+            self._loras.get(request.adapter or ""),
+            loop.create_future(),
+            loop,
+            request,
+        )
         self._inbox.put(job)
         return await job.future
 
@@ -209,7 +234,9 @@ class VllmEngine:
                     continue
                 rid = f"r{next(serial)}"
                 try:
-                    engine.add_request(rid, {"prompt_token_ids": item.ids}, item.params, lora_request=item.lora)
+                    engine.add_request(
+                        rid, {"prompt_token_ids": item.ids}, item.params, lora_request=item.lora
+                    )
                 except Exception as exc:  # a request vLLM refuses fails alone
                     self._resolve(item, exc=EngineError(f"vLLM refused the request: {exc}"))
                     continue
@@ -221,7 +248,7 @@ class VllmEngine:
             try:
                 outputs = engine.step()
             except Exception as exc:  # a failed step fails what was running, not the engine thread
-                for rid, job in list(self._running.items()):
+                for job in list(self._running.values()):
                     self._resolve(job, exc=EngineError(f"vLLM step failed: {exc}"))
                 self._running.clear()
                 continue

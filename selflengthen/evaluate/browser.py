@@ -50,7 +50,8 @@ class _Chunks:
 
     def __init__(self, folder: Path, k: int, kind: str):
         self.folder, self.k, self.kind = folder, k, kind
-        self.number, self.parts, self.size, self.bytes = 0, [], 0, 0
+        self.number, self.size, self.bytes = 0, 0, 0
+        self.parts: list[Any] = []
 
     def add(self, record: dict[str, Any]) -> int:
         """Add a record; returns the number of the chunk it lands in."""
@@ -114,9 +115,12 @@ def _round(folder: Path, k: int, path: Path, notes: list[str]) -> tuple[dict[str
                 answer_of[rid] = inst
                 record = {k: v for k, v in row.items() if k != "query"}
             else:
-                inst = answer_of.get(str(row.get("answer_id")))
-                if inst is None:
-                    inst = instruction_for(row.get("instruction_id"), row.get("query"))
+                known = answer_of.get(str(row.get("answer_id")))
+                inst = (
+                    known
+                    if known is not None
+                    else instruction_for(row.get("instruction_id"), row.get("query"))
+                )
                 steps = row.get("steps") if isinstance(row.get("steps"), list) else []
                 record = {k: v for k, v in row.items() if k not in ("query", "steps")}
                 record["steps"] = [_step_view(s) for s in steps if isinstance(s, dict)]

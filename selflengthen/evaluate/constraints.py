@@ -7,7 +7,7 @@
 
 Numbers may be Arabic ("2000", "2,000", "2.5k", "3千", "1.5万") or Chinese numerals
 ("三千", "两千五百", "两千五", "一万"). The type (about / range / above / below) comes from
-the row's "type" field when given, else from the wording. Windows (DESIGN.md section 1):
+the row's "type" field when given, else from the wording. Windows (LonGen's scoring):
 about T -> [0.8T, 1.2T]; range a-b -> [a, b]; above T -> [T, 1.5T]; below T -> [0.5T, T].
 """
 

@@ -106,19 +106,32 @@ def growth(
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         color = SERIES_COLORS[i % len(SERIES_COLORS)]
-        present = [(g, list(series[name].get(g) or [])) for g in groups]
-        present = [(groups.index(g), w) for g, w in present if w]
+        lists = [(g, list(series[name].get(g) or [])) for g in groups]
+        present = [(groups.index(g), w) for g, w in lists if w]
         positions = [x - 0.4 + width * (i + 0.5) for x, _ in present]
         data = [w for _, w in present]
-        parts = ax.boxplot(data, positions=positions, widths=width * 0.85, patch_artist=True, showfliers=True,
-                           flierprops={"markersize": 3, "markeredgecolor": color}, manage_ticks=False)
+        parts = ax.boxplot(
+            data,
+            positions=positions,
+            widths=width * 0.85,
+            patch_artist=True,
+            showfliers=True,
+            flierprops={"markersize": 3, "markeredgecolor": color},
+            manage_ticks=False,
+        )
         for box in parts["boxes"]:
             box.set(facecolor=color, alpha=0.35, edgecolor=color)
         for key in ("whiskers", "caps", "medians"):
             for line in parts[key]:
                 line.set(color=color)
-        ax.plot(positions, [sum(w) / len(w) for w in data], "o", color=color, markersize=4,
-                label=f"{name} (n={sum(len(w) for w in data)})")
+        ax.plot(
+            positions,
+            [sum(w) / len(w) for w in data],
+            "o",
+            color=color,
+            markersize=4,
+            label=f"{name} (n={sum(len(w) for w in data)})",
+        )
     ax.set_xticks(range(len(groups)), list(groups))
     ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.set_ylim(bottom=0)  # from zero: a few dozen words must not look like a trend

@@ -35,8 +35,8 @@ _TITLES = {LONGEN: "LonGen", LONGBENCH_WRITE: "LongBench-Write", RULER: "LongWri
 def _overview(doc: Doc, manifest: dict[str, Any] | None, rounds: list[Round]) -> None:
     if manifest:
         rows = [[k, v] for k, v in manifest.items() if isinstance(v, (str, int, float, bool))]
-        config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
-        model = config.get("model") if isinstance(config.get("model"), dict) else {}
+        config: dict = manifest["config"] if isinstance(manifest.get("config"), dict) else {}
+        model: dict = config["model"] if isinstance(config.get("model"), dict) else {}
         for key, value in (
             ("name", config.get("name")),
             ("macro_iterations", config.get("macro_iterations")),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+
 class Doc:
     """Headings, paragraphs, tables and images, rendered to both Markdown and HTML."""
 
@@ -94,5 +95,3 @@ def fmt(value: Any) -> str:
             return f"{value:.0f}"
         return f"{value:.3f}".rstrip("0").rstrip(".") if value else "0"
     return str(value)
-
-

@@ -136,7 +136,7 @@ def final_section(doc: Doc, run: Path, out: Path, notes: list[str]) -> None:
     length = read_json(final / "length_stats.json", notes)
     if collect:
         low, high = (collect.get("word_range") or [None, None])[:2]
-        removed = collect.get("removed") if isinstance(collect.get("removed"), dict) else {}
+        removed: dict = collect["removed"] if isinstance(collect.get("removed"), dict) else {}
         doc.para(
             f"Collected {collect.get('candidates')} candidates, kept {collect.get('kept')} of {low}-{high} "
             f"words (removed: {', '.join(f'{k} {v}' for k, v in removed.items()) or 'none'})."
@@ -152,7 +152,7 @@ def final_section(doc: Doc, run: Path, out: Path, notes: list[str]) -> None:
             low, mid, high = (words[0], words[len(words) // 2], words[-1]) if words else (None, None, None)
             rows.append([kind, n, low, mid, high])
         doc.table(["constraint type", "examples", "min words", "median words", "max words"], rows)
-        rewrite = length.get("rewrite") if isinstance(length.get("rewrite"), dict) else {}
+        rewrite: dict = length["rewrite"] if isinstance(length.get("rewrite"), dict) else {}
         by = ", ".join(f"{k} {v}" for k, v in rewrite.items()) or "nothing yet"
         doc.para(f"Final SFT set: {length.get('kept')} examples; constraints woven in by {by}.")
     if plots.lengths_by_type(by_type, out / "final_lengths.png"):

@@ -84,20 +84,36 @@ def load_templates() -> dict:
     return data
 
 
-def template(name: str, language: str) -> str | list | dict:
-    """The template `name` in `language`; English when that language has no version.
-
-    Raises KeyError naming the known templates when `name` does not exist.
-    """
+def _lookup(name: str, language: str) -> Any:
     templates = load_templates()
     if name not in templates:
         known = ", ".join(sorted(templates))
         raise KeyError(f"no prompt template named {name!r}; known templates: {known}")
     by_lang = templates[name]
-    value = by_lang.get(language, by_lang["en"])
-    # Lists and dicts are copied so a caller that shuffles or edits them cannot change
-    # what the next caller gets from the cache.
-    return copy.deepcopy(value) if isinstance(value, (list, dict)) else value
+    return by_lang.get(language, by_lang["en"])
+
+
+def template(name: str, language: str) -> str:
+    """The text template `name` in `language`; English when that language has no version.
+
+    Raises KeyError naming the known templates when `name` does not exist, TypeError when it is a
+    table (a list or a mapping of phrasings: `template_table`).
+    """
+    value = _lookup(name, language)
+    if not isinstance(value, str):
+        raise TypeError(f"prompt template {name!r} is a {type(value).__name__}: read it with template_table")
+    return value
+
+
+def template_table(name: str, language: str) -> Any:
+    """The table template `name` (a list of phrasings, or a mapping of them) in `language`.
+
+    A copy, so a caller that shuffles or edits it cannot change what the next caller gets from the
+    cache."""
+    value = _lookup(name, language)
+    if not isinstance(value, (list, dict)):
+        raise TypeError(f"prompt template {name!r} is text: read it with template")
+    return copy.deepcopy(value)
 
 
 # ------------------------------------------------------------------------------- seeds

@@ -22,7 +22,7 @@ from pathlib import Path
 from selflengthen.config import Config, FinalConfig
 from selflengthen.engines.base import GENERATOR, Engine
 from selflengthen.progress import NullProgress, Progress
-from selflengthen.stages.select import KEPT, SAMPLED_OUT
+from selflengthen.records import KEPT, SAMPLED_OUT
 from selflengthen.store import RoundDir, adapter_complete, atomic_write_json, atomic_write_jsonl, read_jsonl
 from selflengthen.text.checks import text_units
 from selflengthen.text.dedup import normalize

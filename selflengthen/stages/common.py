@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selflengthen.config import Config
+from selflengthen.config import Config, EngineConfig
 from selflengthen.engines.base import EXTENDER, GENERATOR, Engine, Result, SamplingParams
 from selflengthen.progress import NullProgress, Progress
 from selflengthen.store import JsonlAppender, RoundDir, existing_ids
@@ -37,8 +37,15 @@ class RoundContext:
     extender: str | None = None
 
     @classmethod
-    def for_round(cls, config: Config, engine: Engine, run_dir: Path, k: int, progress: Progress | None = None,
-                  trained_roles: set[str] | None = None) -> RoundContext:
+    def for_round(
+        cls,
+        config: Config,
+        engine: Engine,
+        run_dir: Path,
+        k: int,
+        progress: Progress | None = None,
+        trained_roles: set[str] | None = None,
+    ) -> RoundContext:
         from selflengthen.store import round_dir
 
         roles = trained_roles or set()
@@ -70,9 +77,11 @@ class RoundContext:
         text = "|".join(str(k) for k in (self.config.seed, self.round, *key))
         return random.Random(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big"))
 
-    def sampling(self, rng: random.Random, *, max_tokens: int | None = None, stop: list[str] | None = None) -> SamplingParams:
-        return SamplingParams.from_config(
-            self.config.sampling,
+    def sampling(
+        self, rng: random.Random, *, max_tokens: int | None = None, stop: list[str] | None = None
+    ) -> SamplingParams:
+        return sampling_params(
+            self.config,
             max_tokens=max_tokens or self.config.max_tokens_for_round(self.round),
             stop=stop,
             seed=rng.randrange(2**31),
@@ -85,15 +94,32 @@ class RoundContext:
 
     @property
     def max_in_flight(self) -> int:
-        """Items kept running: enough to fill the engine's next batch (or all its server slots)."""
-        engine = self.config.engine
-        if engine.max_in_flight:
-            return engine.max_in_flight
-        if engine.kind == "openai":
-            return max(1, len(engine.openai.base_urls)) * engine.openai.max_concurrency_per_url
-        if engine.kind == "ray":
-            return engine.ray.job_size
-        return 2 * engine.batch_size
+        return max_in_flight(self.config.engine, self.engine.name)
+
+
+def sampling_params(
+    config: Config,
+    *,
+    max_tokens: int,
+    stop: list[str] | None = None,
+    seed: int | None = None,
+    dry: bool = True,
+) -> SamplingParams:
+    """The run's `sampling` section as one call's parameters (`stop` None: the configured stop strings;
+    `dry=False` leaves anti-loop decoding out)."""
+    return SamplingParams.from_config(config.sampling, max_tokens=max_tokens, stop=stop, seed=seed, dry=dry)
+
+
+def max_in_flight(engine_config: EngineConfig, engine_name: str) -> int:
+    """Items a stage keeps running: enough to fill the engine's next batch, or all the slots of its
+    servers. `engine_name` is the running engine's (`engine.kind: auto` resolves to one of them)."""
+    if engine_config.max_in_flight:
+        return engine_config.max_in_flight
+    if engine_name == "openai":
+        return max(1, len(engine_config.openai.base_urls)) * engine_config.openai.max_concurrency_per_url
+    if engine_name == "ray":
+        return engine_config.ray.job_size
+    return 2 * engine_config.batch_size
 
 
 def token_fields(*results: Result) -> dict[str, int]:

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 
 from selflengthen.engines.base import Request, aborted_result
 from selflengthen.prompts import template
+from selflengthen.records import KEPT, PASSED, Extension, ExtensionStep
 from selflengthen.stages.common import RoundContext, run_items, token_fields
-from selflengthen.stages.select import PASSED, finalize_with_selection
+from selflengthen.stages.select import finalize_with_selection
 from selflengthen.store import read_jsonl
 from selflengthen.text.checks import check_text
 from selflengthen.text.paragraphs import former_half, join_paragraphs, keep_leading_fraction, split_paragraphs
@@ -30,7 +31,9 @@ TOO_SHORT = "too_short"  # the job's best text stayed under min_ratio x the answ
 
 def extend_messages(query: str, outline: str) -> list[dict[str, str]]:
     language = detect_language(query)
-    return [{"role": "user", "content": template("extend_user", language).format(query=query, outline=outline)}]
+    return [
+        {"role": "user", "content": template("extend_user", language).format(query=query, outline=outline)}
+    ]
 
 
 def stage2_prefill(stage1_kept: str) -> str:
@@ -49,13 +52,24 @@ async def micro_step(ctx: RoundContext, query: str, current: str, best_words: in
     cfg = ctx.config.extend
     former = join_paragraphs(former_half(split_paragraphs(current)))
     stage1 = await ctx.engine.generate(
-        Request(extend_messages(query, former), ctx.extend_sampling(rng), adapter=ctx.extender, tag="stage1",
-                abort=ctx.abort_rule(keep_fraction=cfg.stage1_keep))
+        Request(
+            extend_messages(query, former),
+            ctx.extend_sampling(rng),
+            adapter=ctx.extender,
+            tag="stage1",
+            abort=ctx.abort_rule(keep_fraction=cfg.stage1_keep),
+        )
     )
     kept = join_paragraphs(keep_leading_fraction(split_paragraphs(stage1.text), cfg.stage1_keep))
     prefill = stage2_prefill(kept)
-    request = Request(extend_messages(query, current), ctx.extend_sampling(rng), prefill=prefill,
-                      adapter=ctx.extender, tag="stage2", abort=ctx.abort_rule())
+    request = Request(
+        extend_messages(query, current),
+        ctx.extend_sampling(rng),
+        prefill=prefill,
+        adapter=ctx.extender,
+        tag="stage2",
+        abort=ctx.abort_rule(),
+    )
     monitor = request.monitor()
     if monitor is not None and monitor.reason is not None:  # includes an aborted stage 1
         stage2 = aborted_result("", monitor.reason, max_tokens=request.params.max_tokens, model=stage1.model)
@@ -66,18 +80,18 @@ async def micro_step(ctx: RoundContext, query: str, current: str, best_words: in
     reason = check_text(result, stage2.finish_reason, ctx.checks)
     if reason is None and words <= best_words:
         reason = NOT_LONGER
-    return {
-        "former": former,
-        "stage1_output": stage1.text,
-        "stage1_kept": prefill,
-        "continuation": stage2.text,
-        "result": result,
-        "words": words,
-        "finish_reason": stage2.finish_reason,
-        "accepted": reason is None,
-        "reason": reason,
+    return ExtensionStep(
+        former=former,
+        stage1_output=stage1.text,
+        stage1_kept=prefill,
+        continuation=stage2.text,
+        result=result,
+        words=words,
+        finish_reason=stage2.finish_reason,
+        accepted=reason is None,
+        reason=reason,
         **token_fields(stage1, stage2),
-    }
+    ).to_json()
 
 
 async def extend_answer(ctx: RoundContext, extension_id: str, answer: dict) -> dict:
@@ -97,27 +111,33 @@ async def extend_answer(ctx: RoundContext, extension_id: str, answer: dict) -> d
             break
         accepted_any = any(s["accepted"] for s in steps)
         reason = TOO_SHORT if accepted_any else steps[-1]["reason"]
-        attempts.append({"reason": reason, "words": best_words, "step_reasons": [s["reason"] for s in steps],
-                         "step_tokens": [s["tokens"] for s in steps],
-                         "tokens_saved": sum(s.get("tokens_saved", 0) for s in steps)})
-    return {
-        "id": extension_id,
-        "answer_id": answer["id"],
-        "instruction_id": answer["instruction_id"],
-        "query": answer["query"],
-        "text": best,
-        "words": best_words,
-        "answer_words": answer["words"],
-        "ratio": round(best_words / max(answer["words"], 1), 3),
-        "verdict": PASSED if reason is None else reason,
-        "model": ctx.extender or "base",
-        "steps": steps,
-        "attempts": attempts,
-    }
+        attempts.append(
+            {
+                "reason": reason,
+                "words": best_words,
+                "step_reasons": [s["reason"] for s in steps],
+                "step_tokens": [s["tokens"] for s in steps],
+                "tokens_saved": sum(s.get("tokens_saved", 0) for s in steps),
+            }
+        )
+    return Extension(
+        id=extension_id,
+        answer_id=answer["id"],
+        instruction_id=answer["instruction_id"],
+        query=answer["query"],
+        text=best,
+        words=best_words,
+        answer_words=answer["words"],
+        ratio=round(best_words / max(answer["words"], 1), 3),
+        verdict=PASSED if reason is None else reason,
+        model=ctx.extender or "base",
+        steps=[ExtensionStep.from_json(s) for s in steps],
+        attempts=attempts,
+    ).to_json()
 
 
 def _kept_answers(ctx: RoundContext) -> Iterator[dict]:
-    return (row for row in read_jsonl(ctx.rd.answers) if row.get("verdict") == "kept")
+    return (row for row in read_jsonl(ctx.rd.answers) if row.get("verdict") == KEPT)
 
 
 async def run_extend(ctx: RoundContext) -> int:

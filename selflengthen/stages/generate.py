@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from selflengthen.engines.base import Request
+from selflengthen.records import KEPT, PASSED, Answer
 from selflengthen.stages.common import RoundContext, run_items, token_fields
-from selflengthen.stages.select import PASSED, finalize_with_selection
+from selflengthen.stages.select import finalize_with_selection
 from selflengthen.store import read_jsonl
 from selflengthen.text.checks import check_text
 from selflengthen.text.words import count_words
@@ -38,22 +39,23 @@ async def answer_instruction(ctx: RoundContext, answer_id: str, instruction: dic
         if reason is None:
             break
         attempts.append({"reason": reason, "words": count_words(text), "finish_reason": finish, **tokens})
-    return {
-        "id": answer_id,
-        "instruction_id": instruction["id"],
-        "query": instruction["text"],
-        "text": text,
-        "words": count_words(text),
-        "finish_reason": finish,
-        "verdict": PASSED if reason is None else reason,
-        "model": ctx.generator or "base",
-        **tokens,
-        "attempts": attempts,
-    }
+    return Answer(
+        id=answer_id,
+        instruction_id=instruction["id"],
+        query=instruction["text"],
+        text=text,
+        words=count_words(text),
+        finish_reason=finish,
+        verdict=PASSED if reason is None else reason,
+        model=ctx.generator or "base",
+        tokens=tokens["tokens"],
+        tokens_saved=tokens.get("tokens_saved"),
+        attempts=attempts,
+    ).to_json()
 
 
 def _kept_instructions(ctx: RoundContext) -> Iterator[dict]:
-    return (row for row in read_jsonl(ctx.rd.instructions) if row.get("verdict") == "kept")
+    return (row for row in read_jsonl(ctx.rd.instructions) if row.get("verdict") == KEPT)
 
 
 async def run_generate(ctx: RoundContext) -> int:

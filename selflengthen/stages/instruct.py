@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from selflengthen.engines.base import Request
 from selflengthen.prompts import Seed, parse_self_instruct, parse_yes_no, template
+from selflengthen.records import KEPT, Instruction
 from selflengthen.stages.common import RoundContext, run_items
 from selflengthen.store import read_jsonl
 from selflengthen.text.dedup import Deduplicator
@@ -58,7 +59,7 @@ async def make_instruction(ctx: RoundContext, slot_id: str, pool: Pool, dedup: D
         language = rng.choice(languages)
         (id_a, first), (id_b, second) = rng.sample(pool.by_language[language], 2)
         prefill = template("self_instruct_prefill", language).format(first=first, second=second)
-        marker = str(template("self_instruct_stop", language))
+        marker = template("self_instruct_stop", language)
         # Small models write "Instructions 4:" too; both end our item.
         stop = list(dict.fromkeys([marker, marker.replace("Instruction", "Instructions"), "\n\n\n"]))
         request = Request(
@@ -86,7 +87,9 @@ async def make_instruction(ctx: RoundContext, slot_id: str, pool: Pool, dedup: D
         if reason is None:
             judge = await ctx.engine.generate(
                 Request(
-                    messages=[{"role": "user", "content": template("judge_user", language).format(instruction=text)}],
+                    messages=[
+                        {"role": "user", "content": template("judge_user", language).format(instruction=text)}
+                    ],
                     params=ctx.sampling(rng, max_tokens=cfg.judge_max_tokens, stop=[]),
                     adapter=None,
                     tag=slot_id,
@@ -101,27 +104,27 @@ async def make_instruction(ctx: RoundContext, slot_id: str, pool: Pool, dedup: D
             dedup.add(text)
             if cfg.pool_includes_accepted:
                 pool.add(language, slot_id, text)
-            return {
-                "id": slot_id,
-                "text": text,
-                "language": language,
-                "words": words,
-                "verdict": "kept",
-                "model": "base",
-                "examples": [id_a, id_b],
-                "judge": judge_text,
-                "attempts": attempts,
-            }
+            return Instruction(
+                id=slot_id,
+                text=text,
+                language=language,
+                words=words,
+                verdict=KEPT,
+                model="base",
+                examples=[id_a, id_b],
+                judge=judge_text,
+                attempts=attempts,
+            ).to_json()
         attempts.append({"text": text, "reason": reason, "judge": judge_text})
-    return {
-        "id": slot_id,
-        "text": text,
-        "language": language,
-        "words": count_words(text),
-        "verdict": attempts[-1]["reason"],
-        "model": "base",
-        "attempts": attempts,
-    }
+    return Instruction(
+        id=slot_id,
+        text=text,
+        language=language,
+        words=count_words(text),
+        verdict=attempts[-1]["reason"],
+        model="base",
+        attempts=attempts,
+    ).to_json()
 
 
 def slot_ids(k: int, count: int) -> list[str]:
@@ -142,7 +145,7 @@ async def run_instruct(ctx: RoundContext, seeds: Sequence[Seed], previous_instru
     for text in previous_instructions:
         dedup.add(text)
     for row in read_jsonl(ctx.rd.instructions, repair_tail=True):  # resume: what this round already kept
-        if row.get("verdict") == "kept":
+        if row.get("verdict") == KEPT:
             dedup.add(row["text"])
             if cfg.pool_includes_accepted:
                 pool.add(row.get("language", "en"), row["id"], row["text"])
@@ -158,8 +161,14 @@ async def run_instruct(ctx: RoundContext, seeds: Sequence[Seed], previous_instru
 
     async def work(slot_id: str, seed: Seed | None) -> dict:
         if seed is not None:  # a seed answered as is: no generation, no judge
-            return {"id": slot_id, "text": seed.instruction, "language": seed.language,
-                    "words": count_words(seed.instruction), "verdict": "kept", "model": "seed", "attempts": []}
+            return Instruction(
+                id=slot_id,
+                text=seed.instruction,
+                language=seed.language,
+                words=count_words(seed.instruction),
+                verdict=KEPT,
+                model="seed",
+            ).to_json()
         return await make_instruction(ctx, slot_id, pool, dedup)
 
     return await run_items(

@@ -36,7 +36,8 @@ from selflengthen.evaluate.constraints import (
     parse_constraint,
 )
 from selflengthen.evaluate.scoring import longen_score
-from selflengthen.prompts import template
+from selflengthen.prompts import template, template_table
+from selflengthen.records import KEPT
 from selflengthen.text.checks import text_units
 from selflengthen.text.words import count_words, detect_language
 
@@ -142,7 +143,7 @@ def numbers_for(kind: str, words: int, unit: int) -> tuple[int, ...] | None:
 
 def phrase(kind: str, numbers: tuple[int, ...], language: str, numeral: str, choice: int) -> str:
     """The constraint in words, with the `choice`-th phrasing of `length_constraint` (modulo its count)."""
-    options = template("length_constraint", language)[kind]
+    options = template_table("length_constraint", language)[kind]
     write = to_chinese_numeral if numeral == "chinese" else str
     fmt = options[choice % len(options)]
     if kind == "range":
@@ -283,7 +284,9 @@ def template_query(query: str, drawn: Drawn, language: str, rng: random.Random) 
     query = query.rstrip()
     if query and not query.endswith(_TERMINAL):
         query += "。" if language == "zh" else "."
-    return rng.choice(template("length_template", language)).format(query=query, constraint=drawn.constraint)
+    return rng.choice(template_table("length_template", language)).format(
+        query=query, constraint=drawn.constraint
+    )
 
 
 # ------------------------------------------------------------------------- one record
@@ -319,7 +322,7 @@ async def constrain_record(
                 break
             attempts.append({"text": result.text, "reason": reason})
             why = reason
-    verdict = "kept"
+    verdict = KEPT
     if how == TEMPLATE:
         if length_mentions(query):
             verdict = LENGTH_IN_QUERY  # "a 2,000-word essay ... around 3000 words" would contradict itself

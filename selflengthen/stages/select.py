@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from selflengthen.records import KEPT, PASSED, SAMPLED_OUT
 from selflengthen.store import atomic_write_jsonl, read_jsonl
 
-PASSED = "passed"  # a partial record that passed the checks and awaits selection
-KEPT = "kept"
-SAMPLED_OUT = "length_biased_sampling"
+__all__ = ["KEPT", "PASSED", "SAMPLED_OUT", "finalize_with_selection", "length_biased_keep"]
 
 
 def length_biased_keep(lengths: list[int], rng: random.Random, ties: list[str] | None = None) -> list[bool]:

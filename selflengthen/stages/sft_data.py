@@ -10,10 +10,10 @@ chat template generation uses.
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections.abc import Iterator
 
+from selflengthen.records import KEPT, SftExample
 from selflengthen.stages.common import RoundContext
 from selflengthen.stages.extend import extend_messages
 from selflengthen.store import atomic_write_jsonl_split, read_jsonl, read_jsonl_at, read_jsonl_offsets
@@ -29,19 +29,21 @@ def sft_rows(ctx: RoundContext) -> Iterator[tuple[dict, dict]]:
 
     The Extender's row needs the initial answer's text: rather than every kept answer's text, only
     the byte offset of its line in answers.jsonl is kept, and the line is read back when needed."""
-    offsets = {r["id"]: at for at, r in read_jsonl_offsets(ctx.rd.answers) if r.get("verdict") == "kept"}
+    offsets = {r["id"]: at for at, r in read_jsonl_offsets(ctx.rd.answers) if r.get("verdict") == KEPT}
     p = ctx.config.sft.line_dropout
-    with open(ctx.rd.answers, "rb") if offsets else contextlib.nullcontext() as answers:
+    if not offsets:  # no kept answer: no kept extension either
+        return
+    with open(ctx.rd.answers, "rb") as answers:
         for ext in read_jsonl(ctx.rd.extensions):
-            if ext.get("verdict") != "kept":
+            if ext.get("verdict") != KEPT:
                 continue
             completion = [{"role": "assistant", "content": ext["text"]}]
             rng = ctx.rng("dropout", ext["id"])
             outline = drop_lines(read_jsonl_at(answers, offsets[ext["answer_id"]])["text"], p, rng)
             query = ext["query"]
             yield (
-                {"id": ext["id"], "prompt": [{"role": "user", "content": query}], "completion": completion},
-                {"id": ext["id"], "prompt": extend_messages(query, outline), "completion": completion},
+                SftExample(ext["id"], [{"role": "user", "content": query}], completion).to_json(),
+                SftExample(ext["id"], extend_messages(query, outline), completion).to_json(),
             )
 
 

@@ -117,7 +117,7 @@ class PrefixMonitor:
         if finished < 3:
             return False
         paragraph = sum(1 for end in ends if end < self._repeat_at) + 1  # 1-based, holds the repeat's end
-        kept_at_least = len(keep_leading_fraction(range(finished), self.rule.keep_fraction))
+        kept_at_least = len(keep_leading_fraction([""] * finished, self.rule.keep_fraction))
         return paragraph <= kept_at_least
 
 

@@ -19,6 +19,7 @@ does the rest; only the main process writes the adapter.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shlex
@@ -26,8 +27,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from selflengthen.config import Config, TrainConfig
 from selflengthen.errors import ConfigError, TrainingError
 from selflengthen.model import pick_device
 from selflengthen.store import RoundDir, adapter_complete, atomic_write_json
-from selflengthen.train.sft import load_stats, train_adapter
+from selflengthen.train.sft import TrainingStopped, load_stats, train_adapter
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +161,16 @@ def format_multinode_command(
 
 
 def run_logged(
-    cmd: Sequence[str], log_path: Path, *, env: dict[str, str] | None = None, what: str = "training"
+    cmd: Sequence[str],
+    log_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    what: str = "training",
+    stop: threading.Event | None = None,
 ) -> None:
     """Run `cmd` with stdout and stderr appended to `log_path`; a non-zero exit raises TrainingError
-    with the error line and the log's tail. Ctrl-C or an exception here stops the child."""
+    with the error line and the log's tail. Ctrl-C, an exception here or `stop` (set by the caller
+    from another thread) stops the child."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     with open(log_path, "a", encoding="utf-8") as out:
@@ -175,7 +183,7 @@ def run_logged(
         except OSError as exc:
             raise TrainingError(f"cannot start {what}: {cmd[0]}: {exc}") from exc
         try:
-            rc = proc.wait()
+            rc = _wait(proc, stop)
         except BaseException:
             _stop(proc)
             raise
@@ -184,6 +192,16 @@ def run_logged(
         errors = [line for line in tail.splitlines() if line.startswith("Error: ")]
         reason = errors[-1][len("Error: ") :] if errors else f"exit status {rc}"
         raise TrainingError(f"{what} failed: {reason} (log: {log_path}); last lines:\n{tail}")
+
+
+def _wait(proc: subprocess.Popen, stop: threading.Event | None) -> int:
+    """The child's exit status; raises TrainingStopped as soon as `stop` is set."""
+    while True:
+        try:
+            return proc.wait(timeout=None if stop is None else 0.2)
+        except subprocess.TimeoutExpired:
+            if stop is not None and stop.is_set():
+                raise TrainingStopped("training was stopped") from None
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -221,30 +239,94 @@ def _accelerate_executable() -> str:
     return found
 
 
-# ---------------------------------------------------------------- one role of one round
+# ---------------------------------------------------------------- one training, whichever the launcher
 
 
-def train_role(config: Config, base: str, rd: RoundDir, role: str, init_adapter: Path | None) -> dict:
-    """Train `role`'s adapter of round `rd` with the configured launcher; returns its stats."""
-    tc = config.train
-    device = pick_device(config.model.device)
-    work_dir = rd.work / f"train-{role}"
+def run_training(
+    tc: TrainConfig,
+    *,
+    base: str,
+    data: Path,
+    out_dir: Path,
+    work_dir: Path,
+    log_path: Path,
+    config_json: Path,
+    device: str,
+    dtype: str,
+    init_adapter: Path | None = None,
+    full: bool = False,
+    what: str = "training",
+    stop: threading.Event | None = None,
+) -> dict:
+    """Train into `out_dir` with `tc.launcher`: `train_adapter` in this process, or the module entry
+    point in a child (`subprocess`, `accelerate`), whose TrainConfig goes to `config_json` and whose
+    output goes to `log_path`. `full` trains every weight, in this process only. Setting `stop` from
+    another thread ends the training early with TrainingStopped."""
     if tc.launcher == "in_process":
         return train_adapter(
             base=base,
-            data=rd.sft(role),
-            out_dir=rd.adapter(role),
+            data=data,
+            out_dir=out_dir,
             train_config=tc,
             init_adapter=init_adapter,
             work_dir=work_dir,
             device=device,
-            dtype=config.model.dtype,
+            dtype=dtype,
             gradient_checkpointing=tc.gradient_checkpointing,
+            full=full,
+            stop=stop,
         )
-    module_args = role_module_args(config, base, rd, role, init_adapter)
-    return launch_training(
-        tc, module_args, rd.adapter(role), rd.work / f"train-{role}.log", device, what=f"training the {role}"
+    if full:
+        raise ConfigError(
+            "final.method 'full' trains in this process only; set train.launcher=in_process "
+            "(or final.method=lora to use the subprocess/accelerate launchers)",
+            field="train.launcher",
+        )
+    atomic_write_json(config_json, tc.model_dump(mode="json"))
+    module_args = train_module_args(
+        base=base,
+        data=data,
+        out_dir=out_dir,
+        config_json=config_json,
+        init_adapter=init_adapter,
+        work_dir=work_dir,
+        device=device,
+        dtype=dtype,
     )
+    return launch_training(tc, module_args, out_dir, log_path, device, what=what, stop=stop)
+
+
+def train_role(
+    config: Config,
+    base: str,
+    rd: RoundDir,
+    role: str,
+    init_adapter: Path | None,
+    *,
+    stop: threading.Event | None = None,
+) -> dict:
+    """Train `role`'s adapter of round `rd` with the configured launcher; returns its stats."""
+    return run_training(
+        config.train,
+        base=base,
+        log_path=rd.work / f"train-{role}.log",
+        **_role_paths(rd, role),
+        device=pick_device(config.model.device),
+        dtype=config.model.dtype,
+        init_adapter=init_adapter,
+        what=f"training the {role}",
+        stop=stop,
+    )
+
+
+def _role_paths(rd: RoundDir, role: str) -> dict[str, Any]:
+    """Where a role's training reads and writes within its round."""
+    return {
+        "data": rd.sft(role),
+        "out_dir": rd.adapter(role),
+        "work_dir": rd.work / f"train-{role}",
+        "config_json": rd.work / f"train-{role}.config.json",
+    }
 
 
 def role_module_args(
@@ -252,17 +334,14 @@ def role_module_args(
 ) -> list[str]:
     """Write the role's TrainConfig beside its log and return the `-m selflengthen.train` arguments
     (for `format_multinode_command` too: the paths must be the same on every node)."""
-    config_file = rd.work / f"train-{role}.config.json"
-    atomic_write_json(config_file, config.train.model_dump(mode="json"))
+    paths = _role_paths(rd, role)
+    atomic_write_json(paths["config_json"], config.train.model_dump(mode="json"))
     return train_module_args(
         base=base,
-        data=rd.sft(role),
-        out_dir=rd.adapter(role),
-        config_json=config_file,
         init_adapter=init_adapter,
-        work_dir=rd.work / f"train-{role}",
         device=pick_device(config.model.device),
         dtype=config.model.dtype,
+        **paths,
     )
 
 
@@ -274,6 +353,7 @@ def launch_training(
     device: str,
     *,
     what: str = "training",
+    stop: threading.Event | None = None,
 ) -> dict:
     """Run the `subprocess` or `accelerate` launcher for prepared module arguments."""
     env: dict[str, Any] = {}
@@ -296,12 +376,32 @@ def launch_training(
                 # accelerate 1.15's AcceleratorState.__init__ takes DeepSpeed only `if ... and not cpu`, and
                 # the FSDP plugin only for GPU-like distributed types (MULTI_CPU is not among them): on CPU
                 # both train as plain DDP over gloo.
-                log.warning("train.accelerate_config %s on CPU: accelerate trains it as DDP over gloo "
-                            "(no sharding); the adapter is the same", tc.accelerate_config)
+                log.warning(
+                    "train.accelerate_config %s on CPU: accelerate trains it as DDP over gloo "
+                    "(no sharding); the adapter is the same",
+                    tc.accelerate_config,
+                )
         cmd = [_accelerate_executable(), *cmd[1:]]
-    run_logged(cmd, log_path, env=env, what=what)
+    run_logged(cmd, log_path, env=env, what=what, stop=stop)
     if not adapter_complete(out_dir):
         if tc.launcher == "accelerate" and tc.machine_rank != 0:
             return {"machine_rank": tc.machine_rank}  # rank 0 writes the adapter
         raise TrainingError(f"{what} ended without writing an adapter to {out_dir} (log: {log_path})")
     return load_stats(out_dir)
+
+
+async def train_off_loop(train: Callable[..., dict], /, *args: Any, **kwargs: Any) -> dict:
+    """Await `train(*args, stop=..., **kwargs)` in a worker thread, so the event loop stays free while
+    a model trains. When the awaiting task is cancelled (Ctrl-C in a run), the training is asked to
+    stop and this waits until it has: the run lock must not be released under a training that
+    still writes its checkpoints."""
+    stop = threading.Event()
+    worker = asyncio.ensure_future(asyncio.to_thread(train, *args, stop=stop, **kwargs))
+    try:
+        return await asyncio.shield(worker)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.wait([worker])
+        if not worker.cancelled():
+            worker.exception()  # TrainingStopped, expected: retrieved so asyncio does not log it
+        raise

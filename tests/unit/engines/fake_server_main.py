@@ -1,8 +1,9 @@
 """A stand-in server process for ManagedServer tests: `python fake_server_main.py --port P [--mode M]`.
 
 Modes: ok (answers /v1/models and completions), stubborn (ignores SIGTERM), crash (exits at
-once), never (never answers); --die-on-post N crashes mid-request. Prints a line on start, so the log can be checked. With --child it
-also forks a grandchild that records its pid in a file (to check the process group is stopped).
+once), never (never answers); --die-on-post N crashes mid-request. Prints a line on start, so
+the log can be checked. With --child it also forks a grandchild that records its pid in a file
+(to check the process group is stopped).
 """
 
 import argparse
@@ -18,7 +19,9 @@ parser.add_argument("--port", type=int, required=True)
 parser.add_argument("--mode", default="ok")
 parser.add_argument("--pidfile", default="")
 parser.add_argument("--record", default="", help="append each POST's path and body to this file")
-parser.add_argument("--die-on-post", type=int, default=0, help="exit (status 9, no answer) on the Nth POST: a crash")
+parser.add_argument(
+    "--die-on-post", type=int, default=0, help="exit (status 9, no answer) on the Nth POST: a crash"
+)
 args = parser.parse_args()
 
 print(f"fake server starting on {args.port} in mode {args.mode}", flush=True)

@@ -1,6 +1,6 @@
 """The batching front the transformers and Ray Data engines share: requests in flight are gathered
-into batches run off the event loop, a failed batch fails only its own requests, and each
-asyncio.run (one per stage) gets a fresh worker."""
+into batches run off the event loop, a failed batch fails only its own requests, and the worker
+ends when the queue is empty."""
 
 from __future__ import annotations
 
@@ -16,7 +16,11 @@ from selflengthen.errors import EngineError
 
 
 def request(adapter=None, max_tokens=16) -> Request:
-    return Request(messages=[{"role": "user", "content": "x"}], params=SamplingParams(max_tokens=max_tokens), adapter=adapter)
+    return Request(
+        messages=[{"role": "user", "content": "x"}],
+        params=SamplingParams(max_tokens=max_tokens),
+        adapter=adapter,
+    )
 
 
 def echo_queue(size, batches, wait_s=0.01):
@@ -27,7 +31,9 @@ def echo_queue(size, batches, wait_s=0.01):
             raise RuntimeError("out of memory")
         return [Result(text=p.prompt.upper(), finish_reason="stop") for p in batch]
 
-    return BatchingQueue(lambda pending, n: pending[:n], run, size=size, wait_s=wait_s, failure="test batch failed")
+    return BatchingQueue(
+        lambda pending, n: pending[:n], run, size=size, wait_s=wait_s, failure="test batch failed"
+    )
 
 
 def test_requests_in_flight_share_batches_and_get_their_own_results():
@@ -49,7 +55,9 @@ def test_a_failed_batch_fails_only_its_requests_and_the_worker_goes_on():
     queue = echo_queue(2, batches)
 
     async def main():
-        return await asyncio.gather(*(queue.submit(request(), p) for p in ["a", "boom", "c", "d"]), return_exceptions=True)
+        return await asyncio.gather(
+            *(queue.submit(request(), p) for p in ["a", "boom", "c", "d"]), return_exceptions=True
+        )
 
     a, boom, c, d = asyncio.run(main())
     assert isinstance(a, EngineError) and isinstance(boom, EngineError)  # the same batch
@@ -58,19 +66,21 @@ def test_a_failed_batch_fails_only_its_requests_and_the_worker_goes_on():
     queue.close()
 
 
-def test_each_event_loop_gets_its_own_worker():
-    """Stages run one asyncio.run each: a worker left on a closed loop must not swallow requests."""
+def test_the_worker_lives_only_while_requests_wait():
+    """No worker outlives its work, so none is left on a closed loop to swallow later requests."""
     batches: list[list[str]] = []
     queue = echo_queue(3, batches, wait_s=0)
     first = asyncio.run(queue.submit(request(), "one"))
+    assert queue._worker is None
     second = asyncio.run(queue.submit(request(), "two"))
-    assert (first.text, second.text) == ("ONE", "TWO")
+    assert (first.text, second.text) == ("ONE", "TWO") and queue._worker is None
     queue.close()
 
 
 def test_transformers_batches_one_group_longest_prompts_first():
     loop = asyncio.new_event_loop()
     try:
+
         def pending(prompt, order, **kw):
             return Pending(request(**kw), prompt, loop.create_future(), order)
 

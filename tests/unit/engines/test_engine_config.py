@@ -47,16 +47,21 @@ def test_unknown_engine_keys_suggest_the_closest_name(tmp_path):
 
 def test_engine_auto_picks_llama_server_only_where_it_is_the_faster_engine(monkeypatch):
     from selflengthen.config import EngineConfig, ModelConfig
-    from selflengthen.engines import resolve_auto
-    from selflengthen.engines import presets
+    from selflengthen.engines import presets, resolve_auto
 
     monkeypatch.setattr(presets, "llama_server_path", lambda: "/opt/llama-server")
     cpu = ModelConfig(base="embedded", device="cpu")
     picked = resolve_auto(EngineConfig(kind="auto"), cpu)
     assert (picked.kind, picked.server.managed, picked.server.preset) == ("openai", True, "llama-server")
     # a GPU, a base that is no GGUF, or no binary: transformers
-    assert resolve_auto(EngineConfig(kind="auto"), ModelConfig(base="embedded", device="cuda")).kind == "transformers"
-    assert resolve_auto(EngineConfig(kind="auto"), ModelConfig(base="/models/qwen", device="cpu")).kind == "transformers"
+    assert (
+        resolve_auto(EngineConfig(kind="auto"), ModelConfig(base="embedded", device="cuda")).kind
+        == "transformers"
+    )
+    assert (
+        resolve_auto(EngineConfig(kind="auto"), ModelConfig(base="/models/qwen", device="cpu")).kind
+        == "transformers"
+    )
     monkeypatch.setattr(presets, "llama_server_path", lambda: None)
     assert resolve_auto(EngineConfig(kind="auto"), cpu).kind == "transformers"
 
@@ -70,7 +75,11 @@ def test_llama_server_command_loads_adapters_in_one_comma_list():
     sh = "/bin/sh"
     cfg = cfg.model_copy(update={"binary": sh})
     argv = build_command(cfg, port=9, model="m", gguf="/b.gguf", lora_files=["/r/e.gguf", "/r/g.gguf"])
-    assert argv[0] == sh and argv[argv.index("--ctx-size") + 1] == "4000" and argv[argv.index("--parallel") + 1] == "4"
+    assert (
+        argv[0] == sh
+        and argv[argv.index("--ctx-size") + 1] == "4000"
+        and argv[argv.index("--parallel") + 1] == "4"
+    )
     assert argv[argv.index("--lora") + 1] == "/r/e.gguf,/r/g.gguf" and argv.count("--lora") == 1
     assert "--lora-init-without-apply" in argv
     assert "--lora" not in build_command(cfg, port=9, model="m", gguf="/b.gguf")

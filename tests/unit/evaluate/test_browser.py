@@ -61,7 +61,10 @@ def test_every_record_is_in_the_index_and_its_chunk(report):
             assert ids == [r["id"] for r in expected]
             for rec in expected:
                 i = rows["id"].index(rec["id"])
-                assert index["verdicts"][rows["verdict"][i]] == rec["verdict"] and rows["words"][i] == rec["words"]
+                assert (
+                    index["verdicts"][rows["verdict"][i]] == rec["verdict"]
+                    and rows["words"][i] == rec["words"]
+                )
                 _, (key, chunk) = load_call(out / "browse" / f"round-{k}" / f"{stage}-{rows['chunk'][i]}.js")
                 assert key == f"{k}/{stage}/{rows['chunk'][i]}"
                 (shown,) = [c for c in chunk if c["id"] == rec["id"]]
@@ -93,7 +96,10 @@ def test_chunks_stay_under_the_limit(tmp_path, monkeypatch):
     for n, path in enumerate(sorted(files, key=lambda p: int(p.stem.split("-")[1]))):
         _, (key, chunk) = load_call(path)
         assert key == f"1/answers/{n}"
-        assert len(chunk) == 1 or sum(len(json.dumps(c, ensure_ascii=False, separators=(",", ":"))) for c in chunk) <= 400
+        assert (
+            len(chunk) == 1
+            or sum(len(json.dumps(c, ensure_ascii=False, separators=(",", ":"))) for c in chunk) <= 400
+        )
         seen += [c["id"] for c in chunk]
     assert seen == [f"a{i}" for i in range(8)]
 

@@ -130,7 +130,12 @@ def test_stage_counts_add_up_to_the_items_made(tmp_path):
             if c:
                 assert c.kept + sum(c.verdicts.values()) == c.made, (r.k, stage)
     answers = stage_counts(rounds[0], "answers")
-    assert (answers.made, answers.kept, answers.verdicts, answers.attempts) == (8, 4, {"truncated": 4}, {"truncated": 9})
+    assert (answers.made, answers.kept, answers.verdicts, answers.attempts) == (
+        8,
+        4,
+        {"truncated": 4},
+        {"truncated": 9},
+    )
 
 
 def test_funnel_bars_are_the_items_made_with_attempts_apart(tmp_path):
@@ -149,8 +154,13 @@ def test_funnel_bars_are_the_items_made_with_attempts_apart(tmp_path):
 
     Figure.savefig = keep
     try:
-        plots.funnel([("answers", 10, {"truncated": 3}, {"truncated": 7, "repeated_ngram": 2}),
-                      ("instructions", 6, {"judge_no": 2}, {})], tmp_path / "f.png")
+        plots.funnel(
+            [
+                ("answers", 10, {"truncated": 3}, {"truncated": 7, "repeated_ngram": 2}),
+                ("instructions", 6, {"judge_no": 2}, {}),
+            ],
+            tmp_path / "f.png",
+        )
     finally:
         Figure.savefig = original
     fig = drawn["fig"]

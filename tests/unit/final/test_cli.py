@@ -94,7 +94,9 @@ def test_train_round_skips_complete_adapters(tmp_path):
 
 def test_collect_with_nothing_in_range_fails_with_the_counts(tmp_path):
     run = make_run(tmp_path, small_config())
-    result = runner.invoke(app, ["collect", str(run), "--no-rewrite", "--min-words", "3000", "--max-words", "8000"])
+    result = runner.invoke(
+        app, ["collect", str(run), "--no-rewrite", "--min-words", "3000", "--max-words", "8000"]
+    )
     assert result.exit_code != 0
     message = str(result.exception)
     assert "kept 0 of 24 candidates: 24 below 3,000 words, 0 above 8,000" in message, message
@@ -102,7 +104,18 @@ def test_collect_with_nothing_in_range_fails_with_the_counts(tmp_path):
     assert not (run / "final" / "sft.jsonl").exists()
     # the main CLI prints it as one line and exits non-zero
     out = subprocess.run(
-        [sys.executable, "-c", "from selflengthen.cli import main; main()", "collect", str(run), "--no-rewrite", "--min-words", "3000", "--max-words", "8000"],
+        [
+            sys.executable,
+            "-c",
+            "from selflengthen.cli import main; main()",
+            "collect",
+            str(run),
+            "--no-rewrite",
+            "--min-words",
+            "3000",
+            "--max-words",
+            "8000",
+        ],
         capture_output=True,
         text=True,
     )

@@ -158,9 +158,9 @@ def test_train_final_calls_the_trainer_with_the_final_set(tmp_path, monkeypatch)
         return {"examples": 20, "steps": 3}
 
     import selflengthen.model
-    import selflengthen.train.sft
+    import selflengthen.train.launch
 
-    monkeypatch.setattr(selflengthen.train.sft, "train_adapter", fake_train_adapter)
+    monkeypatch.setattr(selflengthen.train.launch, "train_adapter", fake_train_adapter)
     monkeypatch.setattr(selflengthen.model, "resolve_base", lambda base: "/models/base")
     monkeypatch.setattr(selflengthen.model, "pick_device", lambda device: "cpu")
     stats = train_final(config, run)
@@ -203,7 +203,7 @@ def test_train_final_uses_the_rounds_launchers(tmp_path, monkeypatch):
     monkeypatch.setattr(selflengthen.model, "pick_device", lambda device: "cpu")
     seen = {}
 
-    def fake_launch(tc, module_args, out_dir, log_path, device, *, what):
+    def fake_launch(tc, module_args, out_dir, log_path, device, *, what, stop=None):
         seen.update(tc=tc, args=module_args, out=out_dir, log=log_path)
         out_dir.mkdir(parents=True)
         (out_dir / "adapter_config.json").write_text("{}")

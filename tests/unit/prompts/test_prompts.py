@@ -18,6 +18,7 @@ from selflengthen.prompts import (
     parse_self_instruct,
     parse_yes_no,
     template,
+    template_table,
 )
 from selflengthen.text.words import detect_language
 
@@ -96,7 +97,7 @@ def test_prefill_and_stop_markers():
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_length_constraints_format(language):
-    table = template("length_constraint", language)
+    table = template_table("length_constraint", language)
     assert set(table) == set(CONSTRAINT_FIELDS)
     for kind, fields in CONSTRAINT_FIELDS.items():
         phrasings = table[kind]
@@ -105,7 +106,7 @@ def test_length_constraints_format(language):
             assert _fields(p) == fields, (kind, p)
             out = p.format(n=3000, lo=2000, hi=4000)
             assert ("3000" in out) if kind != "range" else ("2000" in out and "4000" in out)
-    templates = template("length_template", language)
+    templates = template_table("length_template", language)
     assert isinstance(templates, list) and len(templates) >= 3
     for t in templates:
         assert _fields(t) == {"query", "constraint"}
@@ -127,11 +128,11 @@ def _zh_direction(phrase: str) -> str:
 
 def test_chinese_above_means_more_and_below_means_less():
     # The reference code swapped these for Chinese; pin the direction of every phrasing.
-    table = template("length_constraint", "zh")
+    table = template_table("length_constraint", "zh")
     assert [_zh_direction(p) for p in table["above"]] == ["more"] * len(table["above"])
     assert [_zh_direction(p) for p in table["below"]] == ["less"] * len(table["below"])
     assert all(any(w in p for w in ("大约", "左右", "约")) for p in table["about"])
-    en = template("length_constraint", "en")
+    en = template_table("length_constraint", "en")
     assert all(any(w in p for w in ("more than", "at least", "over")) for p in en["above"])
     assert all(any(w in p for w in ("less than", "fewer than", "no more than", "under")) for p in en["below"])
 
@@ -143,9 +144,9 @@ def test_unknown_language_falls_back_to_english_and_unknown_name_raises():
 
 
 def test_template_returns_copies_of_lists():
-    first = template("length_template", "en")
+    first = template_table("length_template", "en")
     first.clear()
-    assert template("length_template", "en")
+    assert template_table("length_template", "en")
 
 
 # ------------------------------------------------------------------------- seed loading

@@ -12,7 +12,9 @@ from selflengthen.engines.fake import FakeEngine
 from selflengthen.stages.common import RoundContext
 
 
-def make_ctx(tmp_path: Path, script, overrides: list[str] | None = None, k: int = 1, roles=None) -> RoundContext:
+def make_ctx(
+    tmp_path: Path, script, overrides: list[str] | None = None, k: int = 1, roles=None
+) -> RoundContext:
     config = load_config(None, ["seed_languages=[en]", *(overrides or [])])
     return RoundContext.for_round(config, FakeEngine(script), tmp_path, k, trained_roles=roles)
 

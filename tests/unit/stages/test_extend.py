@@ -8,8 +8,13 @@ from selflengthen.text.words import count_words
 from tests.unit.stages.conftest import run
 
 ANSWER = "Para one is here.\n\nPara two is here.\n\nPara three is here.\n\nPara four is here."
-ANSWER_REC = {"id": "a1", "instruction_id": "i1", "query": "Write about paragraphs.", "text": ANSWER,
-              "words": count_words(ANSWER)}
+ANSWER_REC = {
+    "id": "a1",
+    "instruction_id": "i1",
+    "query": "Write about paragraphs.",
+    "text": ANSWER,
+    "words": count_words(ANSWER),
+}
 
 STAGE1 = "Alpha detail one.\n\nBeta detail two.\n\nGamma detail three.\n\nDelta hurried end."
 CONT = " More text follows here with many new words added to lengthen the piece a lot indeed."
@@ -20,6 +25,7 @@ def scripted(stage1=STAGE1, cont=CONT, finish="stop"):
         if request.prefill:  # stage 2 is the only request with a prefill here
             return Result(text=cont, finish_reason=finish)
         return stage1
+
     return script
 
 

@@ -9,8 +9,10 @@ from selflengthen.stages.instruct import run_instruct
 from selflengthen.store import read_jsonl
 from tests.unit.stages.conftest import run
 
-SEEDS = [Seed(f"s{i}", "en", "creative_writing", f"Write a long essay about topic number {i} and its many sides.")
-         for i in range(5)]
+SEEDS = [
+    Seed(f"s{i}", "en", "creative_writing", f"Write a long essay about topic number {i} and its many sides.")
+    for i in range(5)
+]
 
 
 def instruct_script(outputs):
@@ -21,6 +23,7 @@ def instruct_script(outputs):
         if request.prefill.startswith("Instruction 1:"):
             return next(it)
         return "Yes."
+
     return script
 
 
@@ -31,7 +34,9 @@ def test_instruct_keeps_judged_unique_instructions(ctx_factory):
         " Hi",  # too few words
         " Compose a comprehensive report on urban beekeeping practices in northern Europe.",
     ]
-    ctx = ctx_factory(instruct_script(outputs), ["instruct.count=2", "instruct.retries=5", "engine.max_in_flight=1"])
+    ctx = ctx_factory(
+        instruct_script(outputs), ["instruct.count=2", "instruct.retries=5", "engine.max_in_flight=1"]
+    )
     ran = run(run_instruct(ctx, SEEDS, []))
     rows = list(read_jsonl(ctx.rd.instructions))
     assert ran == 2 and [r["verdict"] for r in rows] == ["kept", "kept"]
@@ -49,6 +54,7 @@ def test_instruct_judge_no_is_recorded(ctx_factory):
         if request.prefill:
             return " Write a long and careful history of the printing press in Europe."
         return "No, it is not."
+
     ctx = ctx_factory(script, ["instruct.count=1", "instruct.retries=3"])
     run(run_instruct(ctx, SEEDS, []))
     (row,) = read_jsonl(ctx.rd.instructions)
@@ -56,11 +62,13 @@ def test_instruct_judge_no_is_recorded(ctx_factory):
 
 
 def test_generate_retries_until_checks_pass(ctx_factory):
-    outputs = iter([
-        Result("An answer cut off in the middle of", "length"),
-        Result("An answer without final punctuation", "stop"),
-        Result("A complete answer. It ends well.", "stop"),
-    ])
+    outputs = iter(
+        [
+            Result("An answer cut off in the middle of", "length"),
+            Result("An answer without final punctuation", "stop"),
+            Result("A complete answer. It ends well.", "stop"),
+        ]
+    )
     ctx = ctx_factory(lambda r: next(outputs), ["generate.retries=5"])
     rec = run(answer_instruction(ctx, "i1-a0", {"id": "i1", "text": "Write."}))
     assert rec["verdict"] == "passed" and rec["text"] == "A complete answer. It ends well."
@@ -69,14 +77,24 @@ def test_generate_retries_until_checks_pass(ctx_factory):
 
 
 def test_generate_round_uses_generator_adapter_and_selects(ctx_factory):
-    ctx = ctx_factory(lambda r: "Word " * (len(r.messages[0]["content"]) % 7 + 3) + "end.",
-                      ["generate.samples_per_instruction=2"], k=2, roles={"generator"})
+    ctx = ctx_factory(
+        lambda r: "Word " * (len(r.messages[0]["content"]) % 7 + 3) + "end.",
+        ["generate.samples_per_instruction=2"],
+        k=2,
+        roles={"generator"},
+    )
     ctx.rd.path.mkdir(parents=True)
     import json
 
-    ctx.rd.instructions.write_text("".join(
-        json.dumps({"id": f"i{i}", "text": "Write " + "x" * i, "verdict": "kept" if i != 3 else "judge_no"}) + "\n"
-        for i in range(10)))
+    ctx.rd.instructions.write_text(
+        "".join(
+            json.dumps(
+                {"id": f"i{i}", "text": "Write " + "x" * i, "verdict": "kept" if i != 3 else "judge_no"}
+            )
+            + "\n"
+            for i in range(10)
+        )
+    )
     assert run(run_generate(ctx)) == 18
     assert {r.adapter for r in ctx.engine.history} == {"generator"}
     counts = finish_generate(ctx)
@@ -93,10 +111,15 @@ def test_generate_streams_instructions_and_resumes(ctx_factory, monkeypatch):
 
     import selflengthen.stages.generate as generate
 
-    ctx = ctx_factory(lambda r: "A fine answer.", ["generate.samples_per_instruction=2", "engine.max_in_flight=2"])
+    ctx = ctx_factory(
+        lambda r: "A fine answer.", ["generate.samples_per_instruction=2", "engine.max_in_flight=2"]
+    )
     ctx.rd.path.mkdir(parents=True)
-    ctx.rd.instructions.write_text("".join(
-        json.dumps({"id": f"i{i}", "text": f"Write {i}.", "verdict": "kept"}) + "\n" for i in range(6)))
+    ctx.rd.instructions.write_text(
+        "".join(
+            json.dumps({"id": f"i{i}", "text": f"Write {i}.", "verdict": "kept"}) + "\n" for i in range(6)
+        )
+    )
     read = []
     real = generate.read_jsonl
 
@@ -104,12 +127,14 @@ def test_generate_streams_instructions_and_resumes(ctx_factory, monkeypatch):
         for row in real(path, **kw):
             read.append(row["id"])
             yield row
+
     monkeypatch.setattr(generate, "read_jsonl", counting)
     seen_when_first_answered = []
 
     async def first_answer(ctx_, answer_id, instruction):
         seen_when_first_answered.append(len(read))
         return {"id": answer_id, "instruction_id": instruction["id"], "verdict": "passed", "words": 3}
+
     monkeypatch.setattr(generate, "answer_instruction", first_answer)
     assert run(generate.run_generate(ctx)) == 12
     assert seen_when_first_answered[0] <= 6 + 2  # count pass + the 1-2 instructions of the first items
@@ -117,4 +142,5 @@ def test_generate_streams_instructions_and_resumes(ctx_factory, monkeypatch):
     ctx.rd.partial("answers").write_text("".join(json.dumps(r) + "\n" for r in rows[:5]))
     assert run(generate.run_generate(ctx)) == 7
     assert sorted(r["id"] for r in read_jsonl(ctx.rd.partial("answers"))) == sorted(
-        f"i{i}-a{j}" for i in range(6) for j in range(2))
+        f"i{i}-a{j}" for i in range(6) for j in range(2)
+    )

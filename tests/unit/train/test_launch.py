@@ -240,7 +240,7 @@ def test_train_role_child_launchers(tmp_path, monkeypatch, launcher):
     rd = _round(tmp_path)
     calls = []
 
-    def fake_run(cmd, log_path, *, env=None, what="training"):
+    def fake_run(cmd, log_path, *, env=None, what="training", stop=None):
         calls.append((cmd, log_path, env, what))
         _fake_adapter(rd.adapter("generator"), {"steps": 2, "processes": 2})
 
