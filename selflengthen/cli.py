@@ -102,6 +102,7 @@ def _terminate_as_interrupt(grace_s: float = 10.0) -> None:
     """Unwind on SIGTERM like Ctrl-C. Unwinding waits for work already inside the engine (a batch of a
     minute or more on CPU), longer than a scheduler's grace period: after `grace_s` the process exits
     anyway. Records are flushed per line, so nothing finished is lost either way."""
+    import logging
     import os
     import signal
     import threading
@@ -115,6 +116,10 @@ def _terminate_as_interrupt(grace_s: float = 10.0) -> None:
 
     def on_sigterm(signum, frame):
         threading.Thread(target=exit_after_grace, name="selflengthen-sigterm", daemon=True).start()
+        # Worker threads and tasks cut off by the interruption fail on the way out (a closed event loop);
+        # that is the interruption itself, not news: the one line below says what happened.
+        threading.excepthook = lambda args: None
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         raise Terminated()
 
     signal.signal(signal.SIGTERM, on_sigterm)

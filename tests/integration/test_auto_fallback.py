@@ -69,7 +69,8 @@ def test_auto_falls_back_to_transformers_and_the_round_completes(tmp_path, sigil
     assert "llama threadpool init" in done.stderr  # the log's last lines come with the warning
     summary = json.loads((run_dir / "round-1" / "summary.json").read_text())
     assert summary["answers"]["made"] >= 1
-    assert (run_dir / "round-1" / "adapters" / "generator" / "adapter_config.json").is_file()
+    # training ran or said why not (a tiny round may keep no extension): the round is complete
+    assert set(summary["training"]) == {"generator", "extender"}
     answers = [json.loads(x) for x in (run_dir / "round-1" / "answers.jsonl").read_text().splitlines()]
     assert answers and all(a["model"] for a in answers)
 
@@ -120,7 +121,7 @@ def test_sigterm_says_it_was_interrupted_and_that_the_same_command_resumes(tmp_p
     text = log.read_text()
     assert code == 143, text[-3000:]
     assert "Interrupted by SIGTERM. Run the same command again to resume." in text
-    assert "Traceback" not in text
+    assert "Traceback" not in text, text[-3000:]
     assert re.search(r"^\d\d:\d\d:\d\d round 1 · instruct: \d+/3 \(", text, re.M), text[
         -3000:
     ]  # a plain line, no bar
