@@ -43,20 +43,14 @@ def sigill_server(tmp_path_factory) -> Path:
     return path
 
 
-def _run(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+def _command(run_dir: Path, *overrides: str) -> list[str]:
     sets = [a for o in (*TINY, *overrides) for a in ("--set", o)]
-    cmd = [
-        sys.executable,
-        "-m",
-        "selflengthen.cli",
-        "run",
-        "--config",
-        str(SMOKE),
-        "--run-dir",
-        str(run_dir),
-        *sets,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    run = ["run", "--config", str(SMOKE), "--run-dir", str(run_dir), *sets]
+    return [sys.executable, "-m", "selflengthen.cli", *run]
+
+
+def _run(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(run_dir, *overrides), capture_output=True, text=True, timeout=1800)
 
 
 def test_auto_falls_back_to_transformers_and_the_round_completes(tmp_path, sigill_server):
@@ -96,18 +90,7 @@ def test_sigterm_says_it_was_interrupted_and_that_the_same_command_resumes(tmp_p
     """A scheduler's preemption (SIGTERM) ends the run with one line, not silently; progress reaches a
     log file as plain lines when stderr is not a terminal."""
     run_dir = tmp_path / "run"
-    sets = [a for o in (*TINY, "engine.kind=transformers") for a in ("--set", o)]
-    cmd = [
-        sys.executable,
-        "-m",
-        "selflengthen.cli",
-        "run",
-        "--config",
-        str(SMOKE),
-        "--run-dir",
-        str(run_dir),
-        *sets,
-    ]
+    cmd = _command(run_dir, "engine.kind=transformers")
     log = tmp_path / "run.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
