@@ -31,7 +31,7 @@ app.command("collect")(collect_command)
 app.command("train")(train_command)
 app.command("export")(export_command)
 
-_state = {"debug": False}
+_state = {"debug": False, "terminated": False}
 
 
 @app.callback()
@@ -91,10 +91,6 @@ def run(
     console.print(f"done: {run_dir}")
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's preemption) unwinds like Ctrl-C: servers stop, finished work stays."""
-
-
 TERMINATED = "Interrupted by SIGTERM. Run the same command again to resume."
 
 
@@ -115,12 +111,15 @@ def _terminate_as_interrupt(grace_s: float = 10.0) -> None:
         os._exit(143)
 
     def on_sigterm(signum, frame):
+        _state["terminated"] = True
         threading.Thread(target=exit_after_grace, name="selflengthen-sigterm", daemon=True).start()
         # Worker threads and tasks cut off by the interruption fail on the way out (a closed event loop);
         # that is the interruption itself, not news: the one line below says what happened.
         threading.excepthook = lambda args: None
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-        raise Terminated()
+        # Unwind exactly as Ctrl-C does: asyncio's runner turns SIGINT into a cancellation of the run's
+        # task (finally blocks run, servers stop, training is told to stop), then KeyboardInterrupt.
+        os.kill(os.getpid(), signal.SIGINT)
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
@@ -242,16 +241,21 @@ def _environment_error(exc: BaseException) -> str | None:
 def main() -> None:
     usage_errors, exits = _click_exception_types()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        # typer turns Ctrl-C (and SIGTERM, which unwinds as one) into a *returned* 130 in this mode
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except SelfLengthenError as exc:
         if _state["debug"]:
             raise
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except Terminated:
-        typer.echo(TERMINATED, err=True)
-        sys.exit(143)
     except KeyboardInterrupt:
+        if _state.get("terminated"):
+            typer.echo(TERMINATED, err=True)
+            sys.exit(143)
         typer.echo("Interrupted. Run the same command again to resume.", err=True)
         sys.exit(130)
     except typer.Abort:
