@@ -42,8 +42,8 @@ def answers(engine) -> tuple[str, str]:
     return asyncio.run(both())
 
 
-def test_transformers_engine_applies_dry():
-    config = load_config(None, ["engine.kind=transformers", "engine.batch_size=1"])
+def assert_engine_applies_dry(overrides: list[str]) -> None:
+    config = load_config(None, overrides)
     engine = create_engine(config.engine, config.model)
     try:
         plain, with_dry = answers(engine)
@@ -51,26 +51,22 @@ def test_transformers_engine_applies_dry():
         engine.close()
     assert COPIED in plain
     assert "on the warm mat" not in with_dry and with_dry.strip()
+
+
+def test_transformers_engine_applies_dry():
+    assert_engine_applies_dry(["engine.kind=transformers", "engine.batch_size=1"])
 
 
 def test_llama_server_applies_dry():
     from tests.conftest import require_llama
 
     require_llama("llama-server")
-    config = load_config(
-        None,
+    assert_engine_applies_dry(
         [
             "engine.kind=openai",
             "engine.server.managed=true",
             "engine.server.preset=llama-server",
             "engine.server.parallel=1",
             "engine.server.n_ctx=1024",
-        ],
+        ]
     )
-    engine = create_engine(config.engine, config.model)
-    try:
-        plain, with_dry = answers(engine)
-    finally:
-        engine.close()
-    assert COPIED in plain
-    assert "on the warm mat" not in with_dry and with_dry.strip()
