@@ -105,7 +105,7 @@ class ServerConfig(_Strict):
         None,
         description="command template overriding the preset's; placeholders {model} {gguf} {host} {port} "
         "{served_model_name} {tensor_parallel_size} {data_parallel_size} {max_loras} {max_lora_rank} {n_ctx} "
-        "{threads} {python} {lora_modules} {llama_server} {parallel} {ctx_total} {lora_files}",
+        "{threads} {poll} {python} {lora_modules} {llama_server} {parallel} {ctx_total} {lora_files}",
     )
     host: str = Field(
         "127.0.0.1", description="interface the server listens on (loopback unless you need more)"
@@ -122,6 +122,15 @@ class ServerConfig(_Strict):
     )
     n_ctx: int = Field(
         8192, ge=256, description="context of one sequence for the llama.cpp presets (llama-server: per slot)"
+    )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads of the llama.cpp presets; None = every core this machine has"
+    )
+    poll: int = Field(
+        50,
+        ge=0,
+        le=100,
+        description="llama-server's --poll: how hard idle threads spin waiting for work (0 = they sleep)",
     )
     gguf: str | None = Field(
         None, description="GGUF file for the llama.cpp preset; None = the embedded model's"

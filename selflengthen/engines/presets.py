@@ -64,8 +64,8 @@ PRESETS: dict[str, Preset] = {
     "llama-server": Preset(
         command=(
             "{llama_server} --model {gguf} --host {host} --port {port} --ctx-size {ctx_total} "
-            "--parallel {parallel} --no-kv-unified --threads {threads} --alias {served_model_name} "
-            "--no-webui --lora-init-without-apply {lora_files}"
+            "--parallel {parallel} --no-kv-unified --threads {threads} --poll {poll} "
+            "--alias {served_model_name} --no-webui --lora-init-without-apply {lora_files}"
         ),
         lora_api="llamacpp",
         sampling_fields="llama-server",  # llama-cpp-python's names, plus the DRY sampler's fields
@@ -114,6 +114,7 @@ PLACEHOLDERS = (
     "max_lora_rank",
     "n_ctx",
     "threads",
+    "poll",
     "python",
     "lora_modules",
     "llama_server",
@@ -182,7 +183,8 @@ def build_command(
             "max_loras": lambda: config.max_loras,
             "max_lora_rank": lambda: config.max_lora_rank,
             "n_ctx": lambda: config.n_ctx,
-            "threads": lambda: os.cpu_count() or 1,
+            "threads": lambda: config.threads or os.cpu_count() or 1,
+            "poll": lambda: config.poll,
             "python": lambda: sys.executable,
             "llama_server": lambda: find_llama_server(config.binary),
             "parallel": lambda: config.parallel,

@@ -29,6 +29,7 @@ class EngineStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     busy_seconds: float = 0.0
+    aborted: int = 0  # generations an abort rule stopped early
     batch_sizes: list[int] = field(default_factory=list)
 
 
@@ -182,6 +183,7 @@ class TransformersEngine:
         ):
             if abort is not None and i in abort.aborted:
                 n, reason = abort.aborted[i]
+                self.stats.aborted += 1
                 text, _ = cut_at_stop(
                     str(self.tokenizer.decode(row[:n], skip_special_tokens=True)), params.stop
                 )

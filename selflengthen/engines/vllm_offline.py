@@ -11,6 +11,10 @@ request names its own LoRA (`LoRARequest`), so Generator, Extender and base requ
 steps. Prompts are rendered and tokenized here with the model's own chat template, and vLLM gets
 the token ids: the prefill reaches the model byte for byte, no BOS is added twice.
 
+Early abort: a request with an abort rule gets vLLM's cumulative output after every step; at the
+step its text first fails the rule (a repeated n-gram) it is aborted in vLLM and returns
+`finish_reason "aborted"` with the text so far. Requests without one get only their final output.
+
 A retrained adapter gets a new LoRA name and id: vLLM caches adapters by id, so reusing one would
 keep serving last round's weights.
 """

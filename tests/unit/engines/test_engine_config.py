@@ -85,3 +85,19 @@ def test_llama_server_command_loads_adapters_in_one_comma_list():
     assert "--lora" not in build_command(cfg, port=9, model="m", gguf="/b.gguf")
     with pytest.raises(ConfigError, match="commas"):
         build_command(cfg, port=9, model="m", gguf="/b.gguf", lora_files=["/a,b.gguf"])
+
+
+def test_llama_server_threads_and_poll(monkeypatch):
+    from selflengthen.config import ServerConfig
+    from selflengthen.engines.presets import build_command
+
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    cfg = ServerConfig(managed=True, preset="llama-server", binary="/bin/sh")
+    argv = build_command(cfg, port=9, model="m", gguf="/b.gguf")
+    assert argv[argv.index("--threads") + 1] == "6"  # None: every core
+    assert argv[argv.index("--poll") + 1] == str(cfg.poll)
+    cfg = cfg.model_copy(update={"threads": 1, "poll": 0})
+    argv = build_command(cfg, port=9, model="m", gguf="/b.gguf")
+    assert (argv[argv.index("--threads") + 1], argv[argv.index("--poll") + 1]) == ("1", "0")
+    with pytest.raises(ValueError, match="poll"):
+        ServerConfig(poll=101)
