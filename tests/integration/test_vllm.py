@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,15 @@ pytestmark = [
 ]
 
 SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
-# Two smoke rounds, one training step per adapter: the engine is what these tests are about.
-TWO_ROUNDS = ["macro_iterations=2", "train.max_steps=1"]
+# Two smoke rounds, one training step per adapter, a third of the smoke round's requests (4 answers
+# and their extensions a round): the engine is what these tests are about, and CI has 2 cores.
+TWO_ROUNDS = [
+    "macro_iterations=2",
+    "train.max_steps=1",
+    "instruct.count=1",
+    "instruct.answer_seeds=3",
+    "generate.samples_per_instruction=1",
+]
 # Small enough for a 2-core CI machine. float32: in bfloat16 a greedy near-tie can flip with what else
 # is in the batch, and the tests compare a mixed batch with each request alone.
 VLLM_SETTINGS = [
@@ -63,32 +71,69 @@ def _ask(engine, requests):
     return asyncio.run(all_of())
 
 
+def _ask_as_one_batch(engine, requests):
+    """`requests` admitted to vLLM in the same step: the engine thread is held (a call of its own that
+    waits) until all of them are queued. Requests that arrive a few milliseconds apart may otherwise
+    start a step apart, and a batch of another shape may round a float32 near-tie the other way."""
+    held, gate = threading.Event(), threading.Event()
+
+    def hold():
+        held.set()
+        gate.wait()
+
+    holder = threading.Thread(target=engine._call, args=(hold,))
+    holder.start()
+    held.wait()  # the engine thread is inside hold(): the inbox now holds only the requests
+
+    async def all_of():
+        tasks = [asyncio.ensure_future(engine.generate(r)) for r in requests]
+        while engine._inbox.qsize() < len(requests):  # each request is rendered, tokenized, then queued
+            await asyncio.sleep(0.01)
+        gate.set()
+        return await asyncio.gather(*tasks)
+
+    try:
+        return asyncio.run(all_of())
+    finally:
+        gate.set()
+        holder.join()
+
+
 MESSAGES = [{"role": "user", "content": "Write a letter to a friend about your new job."}]
 
 
 def test_adapters_change_the_output_per_request(engine, tmp_path):
-    """One batch mixes base, generator and extender; each request decodes as when it runs alone, and a
-    retrained adapter (a new directory for the same role) gets a new LoRA name and id."""
+    """One batch mixes base, generator and extender: three different models answer; the base request
+    answers exactly as it does alone (vLLM's CPU build would apply an adapter to a base row sharing a
+    step with adapter rows: the engine runs them in separate steps); an adapter row is untouched by
+    the other adapter (the same batch with another extender changes only the extender's row, bit for
+    bit). A retrained adapter (a new directory for the same role) gets a new LoRA name and id, and
+    changes that role's output."""
     from selflengthen.engines.base import Request, SamplingParams
 
+    greedy = SamplingParams(temperature=0.0, repetition_penalty=1.0, max_tokens=24, stop=())
+    roles = [None, "generator", "extender"]
+    batch = [Request(messages=MESSAGES, params=greedy, adapter=r) for r in roles]
+    base_alone = _ask(engine, batch[:1])[0].text
     gen = random_adapter(tmp_path / "generator", seed=1)
     ext = random_adapter(tmp_path / "extender", seed=2)
     engine.set_adapters({"generator": str(gen), "extender": str(ext)})
-    greedy = SamplingParams(temperature=0.0, repetition_penalty=1.0, max_tokens=24, stop=())
-    roles = [None, "generator", "extender"]
-    mixed = _ask(engine, [Request(messages=MESSAGES, params=greedy, adapter=r) for r in roles])
+    mixed = _ask_as_one_batch(engine, batch)
     texts = [r.text for r in mixed]
     assert len(set(texts)) == 3, texts  # three different models answered
+    assert texts[0] == base_alone, texts
     assert [r.model.split(":")[0] for r in mixed] == ["base", "generator", "extender"]
-    alone = [_ask(engine, [Request(messages=MESSAGES, params=greedy, adapter=r)])[0].text for r in roles]
-    assert alone == texts
+    assert [r.text for r in _ask_as_one_batch(engine, batch)] == texts  # the same batch, the same texts
+    engine.set_adapters({"extender": str(random_adapter(tmp_path / "extender-2", seed=4))})
+    other = [r.text for r in _ask_as_one_batch(engine, batch)]
+    assert other[:2] == texts[:2] and other[2] != texts[2], (texts, other)
     first = engine._loras["generator"]
     regen = random_adapter(tmp_path / "generator-2", seed=3)
     engine.set_adapters({"generator": str(regen)})
     second = engine._loras["generator"]
     assert (second.lora_name, second.lora_int_id) != (first.lora_name, first.lora_int_id)
-    again = _ask(engine, [Request(messages=MESSAGES, params=greedy, adapter="generator")])[0]
-    assert again.text != texts[1] and again.model.endswith("generator-2")
+    again = _ask_as_one_batch(engine, batch)
+    assert again[1].text != texts[1] and again[1].model.endswith("generator-2")
 
 
 def test_prefill_seed_stop_and_finish_reason(engine):
