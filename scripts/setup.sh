@@ -82,6 +82,12 @@ install_vllm() {
   fi
   python -c "import transformers, vllm"
 }
-# The tests run vLLM for real (the in-process engine and the managed server), so --test installs it too.
+# The tests run vLLM for real (the in-process engine, the managed server, and Ray Data's vLLM processor
+# on a local Ray cluster), so --test installs vLLM and Ray too. Ray Data's vLLM stage reports vLLM's
+# metrics through Ray Serve's (`ray.serve` must import), hence the serve extra.
 case " $* " in *" --vllm "* | *" --test "*) install_vllm ;; esac
+case " $* " in *" --test "*)
+  python -c "import ray.data, ray.serve" 2>/dev/null || pip install -q "ray[data,serve]>=2.60"
+  python -c "import ray.data, ray.serve" ;;
+esac
 echo "setup done: $(python -c 'import selflengthen; print("selflengthen", selflengthen.__version__)')"

@@ -4,8 +4,8 @@ of vLLM in one replica, and Step 1 of a smoke round (the Generator answers) thro
 Ray Data asks one GPU per vLLM replica unless a placement group names other resources; the config's
 `engine.ray.placement_group: {bundles: [{CPU: 1}]}` is what lets the replica start on a CPU-only cluster.
 Needs vLLM (`bash scripts/setup.sh --vllm`; with SELFLENGTHEN_REQUIRE_VLLM=1 a missing one fails)
-and `pip install "ray[data]>=2.60"`
-(not `ray[llm]`: it pulls the CUDA build of vLLM).
+and `pip install "ray[data,serve]>=2.60"` (Ray Data's vLLM stage reports vLLM's metrics through
+Ray Serve's; not `ray[llm]`: it pulls the CUDA build of vLLM). `scripts/setup.sh --test` installs both.
 """
 
 from __future__ import annotations
@@ -44,8 +44,11 @@ def ray_cluster():
         if os.environ.get("SELFLENGTHEN_REQUIRE_VLLM"):
             pytest.fail(message)
         pytest.skip(message)
-    if importlib.util.find_spec("ray") is None:  # the setup does not install Ray: it is for clusters
-        pytest.skip("Ray Data not installed: pip install 'ray[data]>=2.60'")
+    if importlib.util.find_spec("ray") is None:
+        message = "Ray not installed: `bash scripts/setup.sh --test` installs ray[data,serve]"
+        if os.environ.get("SELFLENGTHEN_REQUIRE_VLLM"):
+            pytest.fail(message)
+        pytest.skip(message)
     import ray
 
     # A new local cluster on this machine only (loopback), never one named by RAY_ADDRESS.

@@ -25,15 +25,9 @@ pytestmark = [
 ]
 
 SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
-# Two smoke rounds, one training step per adapter, a third of the smoke round's requests (4 answers
-# and their extensions a round): the engine is what these tests are about, and CI has 2 cores.
-TWO_ROUNDS = [
-    "macro_iterations=2",
-    "train.max_steps=1",
-    "instruct.count=1",
-    "instruct.answer_seeds=3",
-    "generate.samples_per_instruction=1",
-]
+# Two smoke rounds, one training step per adapter: the engine is what these tests are about. (A third
+# of the smoke round's requests was tried: round 1 then kept no extension to train a Generator on.)
+TWO_ROUNDS = ["macro_iterations=2", "train.max_steps=1"]
 # Small enough for a 2-core CI machine. float32: in bfloat16 a greedy near-tie can flip with what else
 # is in the batch, and the tests compare a mixed batch with each request alone.
 VLLM_SETTINGS = [
