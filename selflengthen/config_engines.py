@@ -188,7 +188,9 @@ class VllmEngineConfig(_Strict):
     """vLLM in the run's own process (`vllm.LLM`): `engine.kind: vllm`."""
 
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "bfloat16", description="vLLM weights dtype (its CPU build runs bfloat16 and float32)"
+        "auto",
+        description="vLLM weights dtype; auto = bfloat16 on a GPU or on a CPU with native bfloat16 "
+        "(AVX512-BF16, AMX), else float32 (vLLM's CPU build emulates bfloat16 there, several times slower)",
     )
     max_model_len: int = Field(4096, ge=256, description="context of one sequence: prompt + generated tokens")
     max_loras: int = Field(2, ge=1, description="adapters in one batch (Generator + Extender = 2)")

@@ -14,7 +14,11 @@ from selflengthen.errors import ConfigError, EngineError
 
 def test_llm_kwargs():
     config = VllmEngineConfig(
-        max_model_len=2048, kv_cache_gib=1.5, max_num_seqs=32, engine_kwargs={"enforce_eager": True}
+        dtype="bfloat16",
+        max_model_len=2048,
+        kv_cache_gib=1.5,
+        max_num_seqs=32,
+        engine_kwargs={"enforce_eager": True},
     )
     assert llm_kwargs(config, "/m", 5) == {
         "model": "/m",
@@ -30,6 +34,17 @@ def test_llm_kwargs():
     }
     defaults = llm_kwargs(VllmEngineConfig(), "/m", 0)
     assert "max_num_seqs" not in defaults and "kv_cache_memory_bytes" not in defaults
+
+
+def test_auto_dtype_is_bfloat16_only_where_it_is_native():
+    auto = VllmEngineConfig()
+    assert llm_kwargs(auto, "/m", 0)["dtype"] == "bfloat16"  # a GPU
+    assert llm_kwargs(auto, "/m", 0, {"avx2", "fma"})["dtype"] == "float32"  # AVX2 only: emulated
+    assert llm_kwargs(auto, "/m", 0, {"avx512f", "avx512_bf16"})["dtype"] == "bfloat16"
+    assert llm_kwargs(auto, "/m", 0, {"amx_bf16", "amx_tile"})["dtype"] == "bfloat16"
+    assert (
+        llm_kwargs(VllmEngineConfig(dtype="bfloat16"), "/m", 0, {"avx2"})["dtype"] == "bfloat16"
+    )  # as asked
 
 
 def test_a_rank_vllm_refuses_is_a_config_error():
