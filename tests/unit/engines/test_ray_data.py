@@ -83,6 +83,10 @@ def test_rows_and_results():
 
 
 def test_build_processor_without_ray_names_the_install(monkeypatch):
+    # Hide Ray's submodules too: where an earlier test imported ray.data.llm, hiding only the
+    # top-level package would still let `from ray.data.llm import ...` succeed.
+    for name in [name for name in sys.modules if name == "ray" or name.startswith("ray.")]:
+        monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError, match=r"pip install 'ray\[data,llm\]"):
         build_processor(RayEngineConfig(), "m")
