@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 
 PHRASE_WORDS = 10  # the paper's repeated-phrase check
+WINDOW_WORDS = 200  # the window of the length-independent gzip figure
 EXCERPT_HEAD, EXCERPT_TAIL = 60, 30  # words shown from the start and the end of an answer
 GOALS = {"mean_ratio": 2.0, "median_ratio": 1.5, "length_score": 0.70, "length_score_gain": 0.25}
 
@@ -25,6 +26,18 @@ def gzip_ratio(text: str) -> float:
     """Bytes over gzipped bytes (gzip's fixed header included, so short texts compare alike)."""
     raw = text.encode("utf-8")
     return len(raw) / len(gzip.compress(raw, mtime=0)) if raw else 0.0
+
+
+def gzip_window_ratio(text: str, size: int = WINDOW_WORDS) -> float:
+    """Mean gzip ratio over the text's consecutive windows of `size` words (the whole text if it
+    is shorter). A longer text compresses better even without any repetition (gzip finds more
+    common words to share), so the whole-text ratio rises with length alone; windows of one size
+    compare texts of different lengths on repetition only."""
+    words = text.split()
+    if len(words) <= size:
+        return gzip_ratio(text)
+    windows = [words[i : i + size] for i in range(0, len(words) - size + 1, size)]
+    return statistics.mean(gzip_ratio(" ".join(w)) for w in windows)
 
 
 def tail_head_ratio(text: str) -> float | None:
@@ -47,6 +60,7 @@ def text_figures(row: dict) -> dict:
         "repeated_phrase": find_repeated_ngram(text, PHRASE_WORDS) is not None,
         "cut": row.get("finish_reason") == "length",
         "gzip_ratio": gzip_ratio(text),
+        "gzip_window": gzip_window_ratio(text),
         "tail_head": tail_head_ratio(text),
     }
 
@@ -63,6 +77,7 @@ def round_figures(rows: list[dict], base: dict | None = None) -> dict:
         "repeated_phrase": round(sum(p["repeated_phrase"] for p in per) / len(per), 3),
         "cut": round(sum(p["cut"] for p in per) / len(per), 3),
         "gzip_ratio": round(statistics.mean(p["gzip_ratio"] for p in per), 3),
+        "gzip_window": round(statistics.mean(p["gzip_window"] for p in per), 3),
         "tail_head": round(statistics.mean(tails), 3) if tails else None,
         "words_all": words,
     }
@@ -99,6 +114,7 @@ def goals(rounds: list[dict], scores: dict) -> list[tuple[str, bool | None]]:
         ("repeated_phrase", "repeated 10-word phrase share"),
         ("cut", "cut-at-limit share"),
         ("gzip_ratio", "mean gzip ratio"),
+        ("gzip_window", f"mean gzip ratio per {WINDOW_WORDS}-word window"),
         ("tail_head", "gzip tail/head ratio"),
     ):
         ok = None if last[key] is None or base[key] is None else last[key] <= base[key]
@@ -170,6 +186,7 @@ COLUMNS = [
     ("repeated_phrase", "repeated 10-word phrase"),
     ("cut", "cut at limit"),
     ("gzip_ratio", "gzip ratio"),
+    ("gzip_window", f"gzip ratio, {WINDOW_WORDS}-word windows"),
     ("tail_head", "gzip tail / head"),
     ("train_n", "Generator training texts"),
     ("train_mean_words", "their mean words"),

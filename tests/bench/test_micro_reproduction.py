@@ -4,6 +4,8 @@ directory with stand-in adapters: exact figures per round, the goals, resumption
 from __future__ import annotations
 
 import json
+import random
+import string
 
 import pytest
 
@@ -22,6 +24,15 @@ def varied(n: int, start: int = 0) -> str:
     return " ".join(VARIED[start : start + n]) + "."
 
 
+def prose(n: int) -> str:
+    """Words drawn at random from a fixed vocabulary: no phrase repeats, but words recur as in
+    natural text, so a longer text compresses better as a whole."""
+    rng = random.Random(0)
+    letters = string.ascii_lowercase
+    vocab = ["".join(rng.choice(letters) for _ in range(rng.randint(2, 9))) for _ in range(400)]
+    return " ".join(rng.choice(vocab) for _ in range(n)) + "."
+
+
 def looping(n: int) -> str:
     """A text whose last half is one sentence over and over."""
     loop = "and the light goes on and on again "
@@ -32,6 +43,13 @@ def looping(n: int) -> str:
 def test_text_figures():
     assert figs.gzip_ratio("") == 0.0
     assert figs.gzip_ratio("ab " * 300) > 10 > figs.gzip_ratio(varied(300)) > 1
+    # Windows: a short text is its own window; a long one without repeats scores like its parts,
+    # while its whole-text ratio rises with length alone; a loop raises both.
+    assert figs.gzip_window_ratio(varied(150)) == figs.gzip_ratio(varied(150))
+    assert figs.gzip_window_ratio(varied(1200)) < figs.gzip_window_ratio(looping(1200))
+    short, long = prose(200), prose(1000)
+    assert figs.gzip_ratio(long) > 1.2 * figs.gzip_ratio(short)
+    assert abs(figs.gzip_window_ratio(long) - figs.gzip_ratio(short)) < 0.05 * figs.gzip_ratio(short)
     assert figs.tail_head_ratio(varied(29)) is None  # too short for thirds
     assert figs.tail_head_ratio(looping(300)) > 2
     assert 0.8 < figs.tail_head_ratio(varied(300)) < 1.25
