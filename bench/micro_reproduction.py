@@ -158,11 +158,18 @@ def report(
     params = decoding(config)
     started = time.time()
     rounds, scores, answers = [], {}, {}
-    for label, adapter in models(config, run_dir):
+    found = models(config, run_dir)
+    # Answer the comparisons that decide the goals first (the base, the last round, the final
+    # model): each model takes minutes on a CPU, and a run stopped midway then still has them.
+    first = {found[0][0], found[-1][0], f"round-{config.macro_iterations}"}
+    answered = {}
+    for label, adapter in sorted(found, key=lambda m: m[0] not in first):
         sets = {"constrained": constrained} if label == "final" else {"heldout": heldout}
         if label == "round-0":
             sets["constrained"] = constrained
-        files = answer(engine_factory, label, adapter, sets, out, params, concurrency)
+        answered[label] = answer(engine_factory, label, adapter, sets, out, params, concurrency)
+    for label, _ in found:
+        files = answered[label]
         if "constrained" in files:
             scores[label] = length_score(files["constrained"])
         if "heldout" in files:
