@@ -161,7 +161,8 @@ def report(
     found = models(config, run_dir)
     # Answer the comparisons that decide the goals first (the base, the last round, the final
     # model): each model takes minutes on a CPU, and a run stopped midway then still has them.
-    first = {found[0][0], found[-1][0], f"round-{config.macro_iterations}"}
+    last_round = [label for label, _ in found if label.startswith("round-")][-1]
+    first = {"round-0", last_round, "final"}
     answered = {}
     for label, adapter in sorted(found, key=lambda m: m[0] not in first):
         sets = {"constrained": constrained} if label == "final" else {"heldout": heldout}

@@ -173,6 +173,26 @@ def test_report_end_to_end_with_scripted_answers(tmp_path):
     assert made == [] and again["rounds"] == rounds
 
 
+def test_report_answers_the_last_finished_round_first_when_a_round_is_missing(tmp_path):
+    """A run stopped before round 3 but given its final stage: round 2 is what the goals compare."""
+    import shutil
+
+    run = fake_run(tmp_path)
+    shutil.rmtree(run / "round-3")
+    made = []
+
+    def factory(label, adapter):
+        made.append(label)
+        return FakeEngine(scripted(label))
+
+    heldout = [r for p in bench.HELDOUT for r in bench.read_rows(p)][:2]
+    figures = bench.report(
+        load_config(bench.CONFIG), run, heldout, bench.read_rows(bench.CONSTRAINED)[:2], factory
+    )
+    assert made == ["round-0", "round-2", "final", "round-1"]
+    assert [r["round"] for r in figures["rounds"]] == [0, 1, 2]
+
+
 def test_decoding_is_the_configs_with_the_last_rounds_budget():
     params = bench.decoding(load_config(bench.CONFIG))
     assert params.max_tokens == 2304 and params.dry is not None and params.dry.multiplier == 0.8
