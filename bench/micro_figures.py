@@ -4,10 +4,11 @@ plot): pure functions over answer rows, used by bench/micro_reproduction.py and 
 
 from __future__ import annotations
 
-import gzip
 import json
 import statistics
 from pathlib import Path
+
+from selflengthen.text.drift import gzip_ratio, tail_head_ratio
 
 PHRASE_WORDS = 10  # the paper's repeated-phrase check
 WINDOW_WORDS = 200  # the window of the length-independent gzip figure
@@ -22,12 +23,6 @@ def read_rows(path: Path) -> list[dict]:
 # ------------------------------------------------------------------ figures of one text, of one round
 
 
-def gzip_ratio(text: str) -> float:
-    """Bytes over gzipped bytes (gzip's fixed header included, so short texts compare alike)."""
-    raw = text.encode("utf-8")
-    return len(raw) / len(gzip.compress(raw, mtime=0)) if raw else 0.0
-
-
 def gzip_window_ratio(text: str, size: int = WINDOW_WORDS) -> float:
     """Mean gzip ratio over the text's consecutive windows of `size` words (the whole text if it
     is shorter). A longer text compresses better even without any repetition (gzip finds more
@@ -38,16 +33,6 @@ def gzip_window_ratio(text: str, size: int = WINDOW_WORDS) -> float:
         return gzip_ratio(text)
     windows = [words[i : i + size] for i in range(0, len(words) - size + 1, size)]
     return statistics.mean(gzip_ratio(" ".join(w)) for w in windows)
-
-
-def tail_head_ratio(text: str) -> float | None:
-    """gzip ratio of the last third of the words over that of the first third (> 1: the end
-    repeats itself more than the start); None for texts too short to have thirds (< 30 words)."""
-    words = text.split()
-    if len(words) < 30:
-        return None
-    third = len(words) // 3
-    return gzip_ratio(" ".join(words[-third:])) / gzip_ratio(" ".join(words[:third]))
 
 
 def text_figures(row: dict) -> dict:
@@ -193,11 +178,16 @@ COLUMNS = [
 ]
 
 
-def table(rounds: list[dict], scores: dict, checks: list) -> str:
+def table(rounds: list[dict], scores: dict, checks: list, by_seed: dict | None = None) -> str:
     lines = ["| " + " | ".join(c[1] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(r.get(c[0], "-")) for c in COLUMNS) + " |" for r in rounds]
-    lines += ["", "| model | LonGen length score (constrained set) |", "|---|---|"]
-    lines += [f"| {label} | {score} |" for label, score in scores.items()]
+    seeds = list(next(iter(by_seed.values()))) if by_seed else []
+    head = "".join(f" seed {s} |" for s in seeds)
+    lines += ["", f"| model | LonGen length score (constrained set, mean over seeds) |{head}"]
+    lines += ["|---|---|" + "---|" * len(seeds)]
+    for label, score in scores.items():
+        cells = "".join(f" {v} |" for v in (by_seed or {}).get(label, {}).values())
+        lines.append(f"| {label} | {score} |{cells}")
     if checks:
         lines += ["", "| goal | met |", "|---|---|"]
         lines += [f"| {what} | {'-' if ok is None else 'yes' if ok else 'no'} |" for what, ok in checks]

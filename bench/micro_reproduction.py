@@ -80,29 +80,39 @@ def models(config, run_dir: Path) -> list[tuple[str, Path | None]]:
     return out
 
 
-def decoding(config):
+# Decoding seeds for the constrained set: one 16-query length score moves 0.2-0.3 with the seed.
+SEEDS = (1234, 777, 4242)
+
+
+def decoding(config, seed: int = SEEDS[0]):
     """Every model answers with the config's sampling (DRY included) and the last round's budget."""
     from selflengthen.engines.base import SamplingParams
 
     budget = config.max_tokens_for_round(config.macro_iterations)
-    return SamplingParams.from_config(config.sampling, max_tokens=budget, seed=1234)
+    return SamplingParams.from_config(config.sampling, max_tokens=budget, seed=seed)
+
+
+def constrained_sets(constrained: list[dict], config, seeds: tuple[int, ...]) -> dict[str, tuple]:
+    """The constrained set once per decoding seed: `constrained` (the first seed), `constrained-seedN`."""
+    names = ["constrained"] + [f"constrained-seed{s}" for s in seeds[1:]]
+    return {name: (constrained, decoding(config, seed)) for name, seed in zip(names, seeds, strict=True)}
 
 
 def answer(
     engine_factory: Callable,
     label: str,
     adapter: Path | None,
-    sets: dict[str, list[dict]],
+    sets: dict[str, tuple[list[dict], object]],
     out: Path,
-    params,
     concurrency: int,
 ) -> dict[str, Path]:
-    """One model answers each named set into out/LABEL-SET.jsonl (resumable), all sets at once."""
+    """One model answers each named set (rows, decoding) into out/LABEL-SET.jsonl (resumable), all
+    sets at once."""
     from selflengthen.evaluate.generate import generate_answers
 
     files = {name: out / f"{label}-{name}.jsonl" for name in sets}
     missing = [
-        n for n, rows in sets.items() if not files[n].is_file() or len(read_rows(files[n])) < len(rows)
+        n for n, (rows, _) in sets.items() if not files[n].is_file() or len(read_rows(files[n])) < len(rows)
     ]
     if not missing:
         return files
@@ -114,10 +124,10 @@ def answer(
                 *(
                     generate_answers(
                         engine,
-                        sets[n],
+                        sets[n][0],
                         "longen",
                         files[n],
-                        params,
+                        sets[n][1],
                         adapter="generator" if adapter else None,
                         concurrency=concurrency,
                     )
@@ -151,13 +161,14 @@ def report(
     concurrency: int = 32,
     plot_to: Path | None = None,
     meta: dict | None = None,
+    seeds: tuple[int, ...] = SEEDS,
 ) -> dict:
     """Answer what is missing, then write RUN/heldout/{figures.json, table.md, excerpts.md, lengths.png}."""
     out = Path(run_dir) / "heldout"
     out.mkdir(parents=True, exist_ok=True)
     params = decoding(config)
     started = time.time()
-    rounds, scores, answers = [], {}, {}
+    rounds, scores, answers, by_seed = [], {}, {}, {}
     found = models(config, run_dir)
     # Answer the comparisons that decide the goals first (the base, the last round, the final
     # model): each model takes minutes on a CPU, and a run stopped midway then still has them.
@@ -165,14 +176,19 @@ def report(
     first = {"round-0", last_round, "final"}
     answered = {}
     for label, adapter in sorted(found, key=lambda m: m[0] not in first):
-        sets = {"constrained": constrained} if label == "final" else {"heldout": heldout}
-        if label == "round-0":
-            sets["constrained"] = constrained
-        answered[label] = answer(engine_factory, label, adapter, sets, out, params, concurrency)
+        sets = {} if label == "final" else {"heldout": (heldout, params)}
+        if label in ("round-0", "final"):
+            sets.update(constrained_sets(constrained, config, seeds))
+        answered[label] = answer(engine_factory, label, adapter, sets, out, concurrency)
     for label, _ in found:
         files = answered[label]
         if "constrained" in files:
-            scores[label] = length_score(files["constrained"])
+            # the mean over the decoding seeds decides the goal; each seed's score is reported too
+            by_seed[label] = {
+                seed: length_score(files[name])
+                for name, seed in zip(constrained_sets([], config, seeds), seeds, strict=True)
+            }
+            scores[label] = round(sum(by_seed[label].values()) / len(seeds), 3)
         if "heldout" in files:
             answers[label] = read_rows(files["heldout"])
             k = int(label.split("-")[1])
@@ -186,6 +202,7 @@ def report(
     figures = {
         "rounds": rounds,
         "length_scores": scores,
+        "length_scores_by_seed": by_seed,
         "goals": checks,
         "heldout_in_training": check_heldout_unseen(run_dir, [r["query"] for r in heldout + constrained]),
         "decoding": {
@@ -196,7 +213,7 @@ def report(
         **(meta or {}),
     }
     (out / "figures.json").write_text(json.dumps(figures, indent=1))
-    (out / "table.md").write_text(table(rounds, scores, checks))
+    (out / "table.md").write_text(table(rounds, scores, checks, by_seed))
     if len(rounds) > 1:
         last = f"round-{rounds[-1]['round']}"
         (out / "excerpts.md").write_text(excerpts(answers["round-0"], answers[last], last))
@@ -234,7 +251,16 @@ def main(argv: list[str] | None = None) -> dict:
         "--report-only", action="store_true", help="do not run the loop; answer and report what exists"
     )
     ap.add_argument("--plot-to", help="also save the plot here (e.g. docs/results/micro-reproduction.png)")
+    ap.add_argument(
+        "--seeds",
+        default=",".join(map(str, SEEDS)),
+        help="decoding seeds for the constrained set; its length score is their mean (default %(default)s)",
+    )
     args = ap.parse_args(argv)
+    try:
+        seeds = tuple(int(x) for x in args.seeds.split(","))
+    except ValueError:
+        ap.error(f"--seeds: comma-separated integers, got {args.seeds!r}")
 
     from selflengthen.config import load_config
 
@@ -272,6 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
         real_engine_factory(config, run_dir / "heldout"),
         plot_to=Path(args.plot_to) if args.plot_to else None,
         meta=meta,
+        seeds=seeds,
     )
     print((run_dir / "heldout" / "table.md").read_text())
     print(json.dumps({k: v for k, v in figures.items() if k not in ("rounds", "goals")}))

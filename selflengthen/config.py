@@ -177,6 +177,13 @@ class ChecksConfig(_Strict):
         default_factory=lambda: ["revised", "revision", "response", "version", "paragraph"],
         description="words that show the model talking about its rewrite (English, first/last lines)",
     )
+    max_tail_drift: float | None = Field(
+        None,
+        gt=0.0,
+        description="reject a text of >= 300 words whose last third compresses this many times better "
+        "than its first third (gzip; ~1.0 for clean prose, a drift into near-repeats raises it); "
+        "null = off, as in the paper",
+    )
     early_abort: bool = Field(
         True,
         description="stop a generation at the first token where a repeated n-gram already rejects it: "
@@ -206,6 +213,13 @@ class LoraConfig(_Strict):
 
 class TrainConfig(_Strict):
     learning_rate: float = Field(1e-4, gt=0.0, description="peak learning rate")
+    learning_rate_round_factor: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="round k trains at learning_rate x this^(k-1): each round continues the last "
+        "round's adapter, so its updates add up; below 1 keeps later rounds from overshooting",
+    )
     epochs: float = Field(4.0, gt=0.0, description="epochs over each round's SFT data")
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1 = use epochs)")
     lr_scheduler: str = Field("cosine", description="transformers scheduler name")
@@ -256,6 +270,13 @@ class TrainConfig(_Strict):
                 f"machine_rank {self.machine_rank} must be below num_machines {self.num_machines}"
             )
         return self
+
+    def for_round(self, k: int) -> TrainConfig:
+        """This section for round k's training: the learning rate scaled by the round factor."""
+        if self.learning_rate_round_factor == 1.0:
+            return self
+        lr = self.learning_rate * self.learning_rate_round_factor ** (k - 1)
+        return self.model_copy(update={"learning_rate": lr})
 
 
 class FinalConfig(_Strict):

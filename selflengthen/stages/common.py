@@ -62,7 +62,12 @@ class RoundContext:
     @property
     def checks(self) -> CheckConfig:
         c = self.config.checks
-        return CheckConfig(ngram_words=c.ngram_words, ngram_cjk=c.ngram_cjk, meta_words=tuple(c.meta_words))
+        return CheckConfig(
+            ngram_words=c.ngram_words,
+            ngram_cjk=c.ngram_cjk,
+            meta_words=tuple(c.meta_words),
+            max_tail_drift=c.max_tail_drift,
+        )
 
     def abort_rule(self, keep_fraction: float = 0.0) -> AbortRule | None:
         """Early abort for a generation the checks will judge (None when `checks.early_abort` is off).

@@ -8,8 +8,10 @@ exception: the caller records the reason code next to the raw text and moves on.
 
 The checks, in the order they are reported: the text is not empty; no n-gram of units repeats
 (a looping model); the model was not cut off by the token limit; it ends with sentence-final
-punctuation; and, for English, the first and last lines do not talk about "the revised
-version" (the model commenting on its own rewrite instead of writing the text).
+punctuation; for English, the first and last lines do not talk about "the revised
+version" (the model commenting on its own rewrite instead of writing the text); and, when
+`max_tail_drift` is set, a long text's last third does not repeat itself more than its first
+third by that factor (text/drift.py; off by default, not one of the paper's checks).
 
 A repeated n-gram is reported before the checks on how the text ends because it is the one
 failure a prefix already shows: a generation stopped at its first repeat (early abort,
@@ -24,6 +26,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from selflengthen.errors import ConfigError
+from selflengthen.text.drift import tail_head_ratio
 from selflengthen.text.words import detect_language
 
 # Reason codes. They are written to the run store, so their spelling is part of the format.
@@ -32,6 +35,7 @@ REASON_TRUNCATED = "truncated"
 REASON_NO_FINAL_PUNCTUATION = "no_final_punctuation"
 REASON_REPEATED_NGRAM = "repeated_ngram"
 REASON_META_WORDS = "meta_words"
+REASON_TAIL_DRIFT = "tail_drift"
 # In the order check_text tests them: the first failing check is the one reported.
 ALL_REASONS = (
     REASON_EMPTY,
@@ -39,6 +43,7 @@ ALL_REASONS = (
     REASON_TRUNCATED,
     REASON_NO_FINAL_PUNCTUATION,
     REASON_META_WORDS,
+    REASON_TAIL_DRIFT,
 )
 
 DEFAULT_META_WORDS = ("revised", "revision", "response", "version", "paragraph")
@@ -164,6 +169,8 @@ class CheckConfig:
     meta_words: tuple[str, ...] = DEFAULT_META_WORDS
     meta_head_lines: int = 2  # first non-empty lines searched for meta words
     meta_tail_lines: int = 3  # last non-empty lines searched for meta words
+    max_tail_drift: float | None = None  # tail/head gzip ratio above this fails a long text
+    tail_drift_min_words: int = 300  # shorter texts are not judged: their thirds are too small
 
     def __post_init__(self) -> None:
         for name in ("ngram_words", "ngram_cjk"):
@@ -175,6 +182,8 @@ class CheckConfig:
         # A bare string would be searched letter by letter; catch it here, not in a run.
         if isinstance(self.meta_words, str):
             raise ConfigError("must be a list of words, not one string", field="meta_words")
+        if self.max_tail_drift is not None and self.max_tail_drift <= 0:
+            raise ConfigError(f"must be above 0, got {self.max_tail_drift}", field="max_tail_drift")
 
 
 DEFAULT_CHECK_CONFIG = CheckConfig()
@@ -206,4 +215,8 @@ def check_text(
         text, tuple(config.meta_words), config.meta_head_lines, config.meta_tail_lines
     ):
         return REASON_META_WORDS
+    if config.max_tail_drift is not None and len(text.split()) >= config.tail_drift_min_words:
+        drift = tail_head_ratio(text)
+        if drift is not None and drift > config.max_tail_drift:
+            return REASON_TAIL_DRIFT
     return None

@@ -307,7 +307,7 @@ def train_role(
 ) -> dict:
     """Train `role`'s adapter of round `rd` with the configured launcher; returns its stats."""
     return run_training(
-        config.train,
+        config.train.for_round(rd.k),
         base=base,
         log_path=rd.work / f"train-{role}.log",
         **_role_paths(rd, role),
@@ -335,7 +335,7 @@ def role_module_args(
     """Write the role's TrainConfig beside its log and return the `-m selflengthen.train` arguments
     (for `format_multinode_command` too: the paths must be the same on every node)."""
     paths = _role_paths(rd, role)
-    atomic_write_json(paths["config_json"], config.train.model_dump(mode="json"))
+    atomic_write_json(paths["config_json"], config.train.for_round(rd.k).model_dump(mode="json"))
     return train_module_args(
         base=base,
         init_adapter=init_adapter,

@@ -89,7 +89,12 @@ def train_adapter(
         getattr(_config_of(base), "max_position_embeddings", 0) or 8192
     )
     rows, dropped = _examples(tokenizer, data, max_length)
-    stats: dict[str, Any] = {"examples": len(rows), "dropped_too_long": dropped, "max_length": max_length}
+    stats: dict[str, Any] = {
+        "examples": len(rows),
+        "dropped_too_long": dropped,
+        "max_length": max_length,
+        "learning_rate": train_config.learning_rate,
+    }
     if not rows:
         raise TrainingError(
             f"no training examples left in {data} ({dropped} longer than {max_length} tokens)"

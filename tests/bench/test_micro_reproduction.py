@@ -155,6 +155,14 @@ def test_report_end_to_end_with_scripted_answers(tmp_path):
     assert rounds[3]["tail_head"] > 2 * rounds[0]["tail_head"]
     assert rounds[1]["train_n"] == 2 and rounds[1]["train_mean_words"] == 300
     assert figures["length_scores"]["final"] == 1.0 and figures["length_scores"]["round-0"] < 0.3
+    # the constrained set is answered under each decoding seed, in the same engine; the score is the mean
+    by_seed = figures["length_scores_by_seed"]
+    assert list(by_seed["final"]) == list(bench.SEEDS) and set(by_seed) == {"round-0", "final"}
+    base = by_seed["round-0"]
+    assert figures["length_scores"]["round-0"] == pytest.approx(sum(base.values()) / 3, abs=1e-3)
+    for label in ("round-0", "final"):
+        for name in ("constrained", "constrained-seed777", "constrained-seed4242"):
+            assert len(bench.read_rows(run / "heldout" / f"{label}-{name}.jsonl")) == len(constrained)
     assert figures["heldout_in_training"] == 1
     met = dict(figures["goals"])
     assert met["round 3 mean words >= 2.0x base"] and met["round 3 median words >= 1.5x base"]
@@ -196,6 +204,13 @@ def test_report_answers_the_last_finished_round_first_when_a_round_is_missing(tm
 def test_decoding_is_the_configs_with_the_last_rounds_budget():
     params = bench.decoding(load_config(bench.CONFIG))
     assert params.max_tokens == 2304 and params.dry is not None and params.dry.multiplier == 0.8
+    assert params.seed == 1234 and bench.decoding(load_config(bench.CONFIG), 777).seed == 777
+
+
+def test_seeds_option_rejects_non_integers(capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--report-only", "--seeds", "1,x"])
+    assert exc.value.code == 2 and "--seeds" in capsys.readouterr().err
     assert (BENCH / "micro_reproduction.py").is_file()
 
 

@@ -196,6 +196,7 @@ def test_check_config_defaults_are_the_papers():
     assert (config.ngram_words, config.ngram_cjk) == (10, 13)
     assert config.meta_words == ("revised", "revision", "response", "version", "paragraph")
     assert (config.meta_head_lines, config.meta_tail_lines) == (2, 3)
+    assert config.max_tail_drift is None  # not one of the paper's checks: off unless asked for
 
 
 @pytest.mark.parametrize(
@@ -205,6 +206,7 @@ def test_check_config_defaults_are_the_papers():
         ({"ngram_cjk": -1}, "ngram_cjk"),
         ({"meta_head_lines": -1}, "meta_head_lines"),
         ({"meta_words": "revised"}, "meta_words"),
+        ({"max_tail_drift": 0.0}, "max_tail_drift"),
     ],
 )
 def test_check_config_rejects_bad_values_naming_the_field(kwargs, field):
@@ -217,7 +219,46 @@ def test_check_config_rejects_bad_values_naming_the_field(kwargs, field):
 
 
 def test_reasons_in_check_order():
-    assert ALL_REASONS == ("empty", "repeated_ngram", "truncated", "no_final_punctuation", "meta_words")
+    assert ALL_REASONS == (
+        "empty",
+        "repeated_ngram",
+        "truncated",
+        "no_final_punctuation",
+        "meta_words",
+        "tail_drift",
+    )
+
+
+def _prose(n: int, seed: int) -> list[str]:
+    """n words of varied prose: no 10-word phrase repeats, and it compresses like clean text."""
+    import random
+
+    rng = random.Random(seed)
+    vocab = [
+        f"{a}{b}"
+        for a in ("ka", "lo", "mi", "ne", "su", "to", "ve", "ri")
+        for b in ("n", "st", "rk", "ph", "lt", "m")
+    ]
+    return [rng.choice(vocab) + rng.choice(("", "s", "ed", "ing")) for _ in range(n)]
+
+
+def test_tail_drift_rejects_a_long_text_whose_end_repeats_itself():
+    """The last third cycles through a few near-repeated clauses (no 10-word phrase repeats
+    exactly): its gzip ratio is far above the first third's. Clean prose of the same length passes;
+    a short text is not judged; the check is off by default."""
+    head = _prose(300, 1)
+    clauses = [
+        ["high", "speed", "system", w, "companies", "make", "this", "idea", "easy"]
+        for w in (f"zone{i}" for i in range(30))
+    ]
+    drifting = " ".join(head + [w for c in clauses for w in c][:150]) + "."
+    clean = " ".join(_prose(450, 3)) + "."
+    drift_on = CheckConfig(max_tail_drift=1.15)
+    assert check_text(drifting, "stop", drift_on) == "tail_drift"
+    assert check_text(clean, "stop", drift_on) is None
+    assert check_text(drifting, "stop") is None  # off by default
+    short = " ".join(head[:100] + [w for c in clauses for w in c][:90]) + "."
+    assert len(short.split()) < drift_on.tail_drift_min_words and check_text(short, "stop", drift_on) is None
 
 
 def test_good_texts_pass():

@@ -235,6 +235,28 @@ def test_train_role_in_process(tmp_path, monkeypatch):
     )
 
 
+def test_train_role_scales_the_learning_rate_by_round(tmp_path, monkeypatch):
+    """Round 2 of a run with factor 0.4 trains at 0.4 x the configured rate; round 1 at the rate
+    itself; the child launchers get the same rate in their config file."""
+    seen: list[float] = []
+    monkeypatch.setattr(
+        launch, "train_adapter", lambda **kw: seen.append(kw["train_config"].learning_rate) or {}
+    )
+    config = Config(model={"device": "cpu"}, train={"learning_rate": 1e-3, "learning_rate_round_factor": 0.4})
+    launch.train_role(config, "/base", round_dir(tmp_path / "run", 1), "generator", None)
+    rd = _round(tmp_path)
+    launch.train_role(config, "/base", rd, "generator", None)
+    launch.train_role(config, "/base", round_dir(tmp_path / "run", 3), "generator", None)
+    assert seen == pytest.approx([1e-3, 4e-4, 1.6e-4])
+    assert config.train.learning_rate == 1e-3  # the run's own section is unchanged
+
+    launch.role_module_args(config, "/base", rd, "extender", None)
+    written = TrainConfig.model_validate_json((rd.work / "train-extender.config.json").read_text())
+    assert written.learning_rate == pytest.approx(4e-4)
+    with pytest.raises(ValueError):
+        Config(train={"learning_rate_round_factor": 1.5})
+
+
 @pytest.mark.parametrize("launcher", ["subprocess", "accelerate"])
 def test_train_role_child_launchers(tmp_path, monkeypatch, launcher):
     rd = _round(tmp_path)
