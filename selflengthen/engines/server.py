@@ -94,6 +94,9 @@ class ManagedServer:
         self._log_start = 0  # offset in the log where the current attempt's lines begin
         self._old_sigterm: Any = None
         self._lock = threading.Lock()
+        # Set by SIGTERM: the run is ending, so requests still in flight must not start the server again
+        # (to them it looks like a suspended server) while the run unwinds.
+        self.terminated = False
 
     @property
     def base_url(self) -> str:
@@ -162,6 +165,8 @@ class ManagedServer:
         """Start the server and wait until GET /v1/models answers 200. Returns the base URL."""
         if self.process is not None and self.process.poll() is None:
             return self.base_url
+        if self.terminated:
+            raise EngineError("the run got SIGTERM: the managed server it stopped is not started again")
         if self.process is not None:  # it exited by itself: close its log before a new one opens
             self.stop()
         self.argv = self.command(lora_modules)
@@ -285,6 +290,7 @@ class ManagedServer:
         previous = signal.getsignal(signal.SIGTERM)
 
         def on_sigterm(signum: int, frame: Any) -> None:
+            self.terminated = True
             self.stop()
             if callable(previous):
                 previous(signum, frame)

@@ -353,6 +353,25 @@ def test_a_server_restarted_off_the_main_thread_outlives_that_thread(tmp_path):
         engine.close()
 
 
+def test_after_sigterm_a_request_in_flight_does_not_start_the_server_again(tmp_path):
+    """SIGTERM stops the server and unwinds the run; a request still on its way finds the server gone,
+    which looks like a suspended one. It must fail at once rather than start the server again."""
+    unwound = []
+    previous = signal.signal(signal.SIGTERM, lambda *a: unwound.append(True))  # the run's own handler
+    engine = chat_engine(tmp_path)
+    try:
+        assert asyncio.run(engine.generate(HI)).text == "served."
+        pid = engine.server.process.pid
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert unwound == [True] and wait_dead(pid, timeout=5.0)
+        with pytest.raises(EngineError, match="SIGTERM"):
+            asyncio.run(engine.generate(HI))
+        assert engine.server.process is None and engine.restarts == 0
+    finally:
+        engine.close()
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_presets_dialect_reaches_the_engine(tmp_path):
     server = fake_config(tmp_path).model_dump() | {"preset": "llamacpp", "n_ctx": 2048}
     engine_config = EngineConfig.model_validate(
