@@ -120,17 +120,24 @@ def goals(rounds: list[dict], scores: dict) -> list[tuple[str, bool | None]]:
 
 
 def training_texts(run_dir: Path, k: int) -> dict:
-    """The Generator's training texts of round k: how many, and their mean / median words."""
+    """The Generator's training texts of round k: how many, their mean / median words and mean gzip
+    tail / head, and the learning rate its adapter was trained at (when its stats say)."""
     from selflengthen.text.words import count_words
 
     path = Path(run_dir) / f"round-{k}" / "sft" / "generator.jsonl"
     if not path.is_file():
         return {}
-    words = [count_words(r["completion"][-1]["content"]) for r in read_rows(path)]
+    texts = [r["completion"][-1]["content"] for r in read_rows(path)]
+    words = [count_words(t) for t in texts]
+    drift = [d for d in map(tail_head_ratio, texts) if d is not None]
+    stats_file = Path(run_dir) / f"round-{k}" / "adapters" / "generator" / "training_stats.json"
+    stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
     return {
         "train_n": len(words),
         "train_mean_words": round(statistics.mean(words)) if words else None,
         "train_median_words": statistics.median(words) if words else None,
+        "train_tail_head": round(statistics.mean(drift), 3) if drift else None,
+        "train_lr": stats.get("learning_rate"),
     }
 
 
@@ -175,6 +182,8 @@ COLUMNS = [
     ("tail_head", "gzip tail / head"),
     ("train_n", "Generator training texts"),
     ("train_mean_words", "their mean words"),
+    ("train_tail_head", "their gzip tail / head"),
+    ("train_lr", "learning rate"),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 import string
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from selflengthen.config import load_config
 from selflengthen.engines.base import Result
 from selflengthen.engines.fake import FakeEngine
+from selflengthen.text.drift import tail_head_ratio
 from tests.bench.conftest import BENCH, load_bench
 
 bench = load_bench("micro_reproduction")
@@ -95,6 +97,9 @@ def fake_run(tmp_path):
             {"prompt": [], "completion": [{"role": "assistant", "content": varied(n)}]} for n in (200, 400)
         ]
         (sft / "generator.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (adapter / "training_stats.json").write_text(
+            json.dumps({"learning_rate": 1e-3 * 0.4 ** (int(where[-1]) - 1)})
+        )
     final = run / "final" / "model"
     final.mkdir(parents=True)
     (final / "adapter_config.json").write_text("{}")
@@ -154,6 +159,9 @@ def test_report_end_to_end_with_scripted_answers(tmp_path):
     assert rounds[3]["cut"] == pytest.approx(1 / 6, abs=1e-3)  # the one "story" query
     assert rounds[3]["tail_head"] > 2 * rounds[0]["tail_head"]
     assert rounds[1]["train_n"] == 2 and rounds[1]["train_mean_words"] == 300
+    assert rounds[2]["train_lr"] == pytest.approx(4e-4) and rounds[1]["train_tail_head"] == pytest.approx(
+        statistics.mean(tail_head_ratio(varied(n)) for n in (200, 400)), abs=1e-3
+    )
     assert figures["length_scores"]["final"] == 1.0 and figures["length_scores"]["round-0"] < 0.3
     # the constrained set is answered under each decoding seed, in the same engine; the score is the mean
     by_seed = figures["length_scores_by_seed"]
