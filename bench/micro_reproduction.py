@@ -162,6 +162,7 @@ def report(
     plot_to: Path | None = None,
     meta: dict | None = None,
     seeds: tuple[int, ...] = SEEDS,
+    only: set[str] | None = None,
 ) -> dict:
     """Answer what is missing, then write RUN/heldout/{figures.json, table.md, excerpts.md, lengths.png}."""
     out = Path(run_dir) / "heldout"
@@ -169,7 +170,7 @@ def report(
     params = decoding(config)
     started = time.time()
     rounds, scores, answers, by_seed = [], {}, {}, {}
-    found = models(config, run_dir)
+    found = [m for m in models(config, run_dir) if only is None or m[0] in only or m[0] == "round-0"]
     # Answer the comparisons that decide the goals first (the base, the last round, the final
     # model): each model takes minutes on a CPU, and a run stopped midway then still has them.
     last_round = [label for label, _ in found if label.startswith("round-")][-1]
@@ -177,7 +178,8 @@ def report(
     answered = {}
     for label, adapter in sorted(found, key=lambda m: m[0] not in first):
         sets = {} if label == "final" else {"heldout": (heldout, params)}
-        if label in ("round-0", "final"):
+        # the constrained set compares the base with the final model: without one it is not answered
+        if label == "final" or (label == "round-0" and any(m[0] == "final" for m in found)):
             sets.update(constrained_sets(constrained, config, seeds))
         answered[label] = answer(engine_factory, label, adapter, sets, out, concurrency)
     for label, _ in found:
@@ -256,6 +258,10 @@ def main(argv: list[str] | None = None) -> dict:
         default=",".join(map(str, SEEDS)),
         help="decoding seeds for the constrained set; its length score is their mean (default %(default)s)",
     )
+    ap.add_argument(
+        "--models",
+        help="answer and report only these models besides the base, e.g. round-2,final (default: all found)",
+    )
     args = ap.parse_args(argv)
     try:
         seeds = tuple(int(x) for x in args.seeds.split(","))
@@ -299,6 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
         plot_to=Path(args.plot_to) if args.plot_to else None,
         meta=meta,
         seeds=seeds,
+        only=set(args.models.split(",")) if args.models else None,
     )
     print((run_dir / "heldout" / "table.md").read_text())
     print(json.dumps({k: v for k, v in figures.items() if k not in ("rounds", "goals")}))

@@ -209,6 +209,33 @@ def test_report_answers_the_last_finished_round_first_when_a_round_is_missing(tm
     assert [r["round"] for r in figures["rounds"]] == [0, 1, 2]
 
 
+def test_report_of_chosen_models_without_a_final_model_answers_no_constrained_set(tmp_path):
+    """`--models round-2` on a run without a final model: the base and round 2 answer the held-out
+    set; the constrained set, which compares the base with the final model, is not answered."""
+    import shutil
+
+    run = fake_run(tmp_path)
+    shutil.rmtree(run / "final")
+    made = []
+
+    def factory(label, adapter):
+        made.append(label)
+        return FakeEngine(scripted(label))
+
+    heldout = [r for p in bench.HELDOUT for r in bench.read_rows(p)][:2]
+    figures = bench.report(
+        load_config(bench.CONFIG),
+        run,
+        heldout,
+        bench.read_rows(bench.CONSTRAINED)[:2],
+        factory,
+        only={"round-2"},
+    )
+    assert made == ["round-0", "round-2"]
+    assert [r["round"] for r in figures["rounds"]] == [0, 2] and figures["length_scores"] == {}
+    assert not list((run / "heldout").glob("*constrained*"))
+
+
 def test_decoding_is_the_configs_with_the_last_rounds_budget():
     params = bench.decoding(load_config(bench.CONFIG))
     assert params.max_tokens == 2304 and params.dry is not None and params.dry.multiplier == 0.8
