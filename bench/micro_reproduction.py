@@ -286,7 +286,9 @@ def main(argv: list[str] | None = None) -> dict:
             "--run-dir",
             str(run_dir),
         ]
-        subprocess.run(cmd + [x for s in args.set for x in ("--set", s)], check=True)
+        loop = subprocess.run(cmd + [x for s in args.set for x in ("--set", s)])
+        if loop.returncode != 0:  # interrupted (it resumes) or failed: the loop has said why
+            sys.exit(loop.returncode)
     heldout = [r for path in HELDOUT for r in read_rows(path)][:limit]
     constrained = read_rows(CONSTRAINED)[:limit]
     meta = {
