@@ -190,7 +190,7 @@ def report(
                 seed: length_score(files[name])
                 for name, seed in zip(constrained_sets([], config, seeds), seeds, strict=True)
             }
-            scores[label] = round(sum(by_seed[label].values()) / len(seeds), 3)
+            scores[label] = round(sum(by_seed[label].values()) / len(by_seed[label]), 3)
         if "heldout" in files:
             answers[label] = read_rows(files["heldout"])
             k = int(label.split("-")[1])
@@ -267,6 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
         seeds = tuple(int(x) for x in args.seeds.split(","))
     except ValueError:
         ap.error(f"--seeds: comma-separated integers, got {args.seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        ap.error(f"--seeds: each seed once, got {args.seeds!r}")
 
     from selflengthen.config import load_config
 

@@ -243,9 +243,10 @@ def test_decoding_is_the_configs_with_the_last_rounds_budget():
 
 
 def test_seeds_option_rejects_non_integers(capsys):
-    with pytest.raises(SystemExit) as exc:
-        bench.main(["--report-only", "--seeds", "1,x"])
-    assert exc.value.code == 2 and "--seeds" in capsys.readouterr().err
+    for bad in ("1,x", "7,7"):
+        with pytest.raises(SystemExit) as exc:
+            bench.main(["--report-only", "--seeds", bad])
+        assert exc.value.code == 2 and "--seeds" in capsys.readouterr().err
     assert (BENCH / "micro_reproduction.py").is_file()
 
 
