@@ -92,10 +92,14 @@ def decoding(config, seed: int = SEEDS[0]):
     return SamplingParams.from_config(config.sampling, max_tokens=budget, seed=seed)
 
 
+def constrained_names(seeds: tuple[int, ...]) -> dict[str, int]:
+    """The constrained set's name per decoding seed: `constrained` (the first), `constrained-seedN`."""
+    return {("constrained" if i == 0 else f"constrained-seed{s}"): s for i, s in enumerate(seeds)}
+
+
 def constrained_sets(constrained: list[dict], config, seeds: tuple[int, ...]) -> dict[str, tuple]:
-    """The constrained set once per decoding seed: `constrained` (the first seed), `constrained-seedN`."""
-    names = ["constrained"] + [f"constrained-seed{s}" for s in seeds[1:]]
-    return {name: (constrained, decoding(config, seed)) for name, seed in zip(names, seeds, strict=True)}
+    """The constrained set once per decoding seed, each with its decoding."""
+    return {name: (constrained, decoding(config, seed)) for name, seed in constrained_names(seeds).items()}
 
 
 def answer(
@@ -187,8 +191,7 @@ def report(
         if "constrained" in files:
             # the mean over the decoding seeds decides the goal; each seed's score is reported too
             by_seed[label] = {
-                seed: length_score(files[name])
-                for name, seed in zip(constrained_sets([], config, seeds), seeds, strict=True)
+                seed: length_score(files[name]) for name, seed in constrained_names(seeds).items()
             }
             scores[label] = round(sum(by_seed[label].values()) / len(by_seed[label]), 3)
         if "heldout" in files:

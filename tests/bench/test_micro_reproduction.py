@@ -189,12 +189,13 @@ def test_report_end_to_end_with_scripted_answers(tmp_path):
     assert made == [] and again["rounds"] == rounds
 
 
-def test_report_answers_the_last_finished_round_first_when_a_round_is_missing(tmp_path):
-    """A run stopped before round 3 but given its final stage: round 2 is what the goals compare."""
+def report_without(tmp_path, missing: str, **kwargs) -> tuple[list[str], dict]:
+    """The report on a fake run lacking `missing` (a round or the final model), 2 queries a set:
+    the models it built engines for, in order, and its figures."""
     import shutil
 
     run = fake_run(tmp_path)
-    shutil.rmtree(run / "round-3")
+    shutil.rmtree(run / missing)
     made = []
 
     def factory(label, adapter):
@@ -202,9 +203,13 @@ def test_report_answers_the_last_finished_round_first_when_a_round_is_missing(tm
         return FakeEngine(scripted(label))
 
     heldout = [r for p in bench.HELDOUT for r in bench.read_rows(p)][:2]
-    figures = bench.report(
-        load_config(bench.CONFIG), run, heldout, bench.read_rows(bench.CONSTRAINED)[:2], factory
-    )
+    constrained = bench.read_rows(bench.CONSTRAINED)[:2]
+    return made, bench.report(load_config(bench.CONFIG), run, heldout, constrained, factory, **kwargs)
+
+
+def test_report_answers_the_last_finished_round_first_when_a_round_is_missing(tmp_path):
+    """A run stopped before round 3 but given its final stage: round 2 is what the goals compare."""
+    made, figures = report_without(tmp_path, "round-3")
     assert made == ["round-0", "round-2", "final", "round-1"]
     assert [r["round"] for r in figures["rounds"]] == [0, 1, 2]
 
@@ -212,28 +217,10 @@ def test_report_answers_the_last_finished_round_first_when_a_round_is_missing(tm
 def test_report_of_chosen_models_without_a_final_model_answers_no_constrained_set(tmp_path):
     """`--models round-2` on a run without a final model: the base and round 2 answer the held-out
     set; the constrained set, which compares the base with the final model, is not answered."""
-    import shutil
-
-    run = fake_run(tmp_path)
-    shutil.rmtree(run / "final")
-    made = []
-
-    def factory(label, adapter):
-        made.append(label)
-        return FakeEngine(scripted(label))
-
-    heldout = [r for p in bench.HELDOUT for r in bench.read_rows(p)][:2]
-    figures = bench.report(
-        load_config(bench.CONFIG),
-        run,
-        heldout,
-        bench.read_rows(bench.CONSTRAINED)[:2],
-        factory,
-        only={"round-2"},
-    )
+    made, figures = report_without(tmp_path, "final", only={"round-2"})
     assert made == ["round-0", "round-2"]
     assert [r["round"] for r in figures["rounds"]] == [0, 2] and figures["length_scores"] == {}
-    assert not list((run / "heldout").glob("*constrained*"))
+    assert not list((tmp_path / "run" / "heldout").glob("*constrained*"))
 
 
 def test_decoding_is_the_configs_with_the_last_rounds_budget():
