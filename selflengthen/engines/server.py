@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from typing import Any
 import httpx
 
 from selflengthen.engines.dispatch import is_loopback
-from selflengthen.engines.presets import PRESETS, build_command
+from selflengthen.engines.presets import PRESETS, build_command, usable_cores, vllm_cpu_env
 from selflengthen.errors import ConfigError, EngineError, ServerStartError
 
 
@@ -69,6 +70,17 @@ def _pdeathsig() -> None:  # pragma: no cover - runs in the child
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):
         pass
+
+
+def child_env(config: Any, environ: Mapping[str, str], cores: int) -> dict[str, str]:
+    """The server's environment: ours, then the preset's, then the config's `env`."""
+    env = {**environ, **PRESETS[config.preset].env, **config.env}
+    if config.preset == "vllm" and not config.command:  # vLLM's CPU build reads it; a GPU ignores it
+        env.update(vllm_cpu_env(cores, env))
+    # A preset names its console script (`vllm serve`): find this environment's even when the run
+    # was started as .venv/bin/python without activating the environment.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
+    return env
 
 
 class ManagedServer:
@@ -175,10 +187,7 @@ class ManagedServer:
         self._log_start = self._log_file.tell()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         self._log_file.write(f"\n# {stamp} selflengthen starts: {shlex.join(self.argv)}\n".encode())
-        env = {**os.environ, **self.preset.env, **self.config.env}
-        # A preset names its console script (`vllm serve`): find this environment's even when the run
-        # was started as .venv/bin/python without activating the environment.
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
+        env = child_env(self.config, os.environ, usable_cores())
         popen = functools.partial(
             subprocess.Popen,
             self.argv,

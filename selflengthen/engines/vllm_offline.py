@@ -33,6 +33,7 @@ import functools
 import itertools
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from selflengthen.engines.base import Request, Result, aborted_result, cut_at_stop, render_prompt
-from selflengthen.engines.presets import VLLM_LORA_RANKS
+from selflengthen.engines.presets import VLLM_LORA_RANKS, usable_cores, vllm_cpu_env
 from selflengthen.engines.ray_data import sampling_params_dict
 from selflengthen.engines.transformers import EngineStats
 from selflengthen.errors import ConfigError, EngineError
@@ -154,6 +155,8 @@ class VllmEngine:
 
         kwargs = llm_kwargs(self.config, self.base_path, seed, cpu_flags() if self._separate_base else None)
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_path)
+        if self._separate_base:  # vLLM's engine and worker processes read it when they start
+            os.environ.update(vllm_cpu_env(usable_cores(), os.environ))
         started = time.perf_counter()
         self.llm = LLM(**kwargs)
         self.load_seconds = time.perf_counter() - started

@@ -104,3 +104,31 @@ def test_the_vllm_preset_on_a_vllm_cpu_install(monkeypatch):
         "serve",
         "/m",
     ]
+
+
+def test_on_two_cores_vllm_cpu_reserves_none_unless_the_user_chose():
+    from selflengthen.engines.presets import vllm_cpu_env
+
+    assert vllm_cpu_env(2, {}) == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    assert vllm_cpu_env(1, {}) == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    assert vllm_cpu_env(4, {}) == {}  # vLLM's own default (1 reserved) stands
+    assert vllm_cpu_env(2, {"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"}) == {}
+
+
+def test_the_managed_vllm_server_gets_the_same_environment():
+    from selflengthen.config import ServerConfig
+    from selflengthen.engines.server import child_env
+
+    environ = {"HOME": "/home/u", "PATH": "/usr/bin"}
+    env = child_env(ServerConfig(preset="vllm", env={"HF_HOME": "/cache"}), environ, cores=2)
+    assert (
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0" and env["HF_HOME"] == "/cache" and env["HOME"] == "/home/u"
+    )
+    assert env["PATH"].endswith("/usr/bin")  # this environment's bin/ first
+    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in child_env(ServerConfig(preset="vllm"), environ, cores=16)
+    # The config's own env wins, and other presets or the user's own command are left alone.
+    chosen = ServerConfig(preset="vllm", env={"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"})
+    assert child_env(chosen, environ, cores=2)["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"
+    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in child_env(ServerConfig(preset="sglang"), environ, cores=2)
+    custom = ServerConfig(command="{python} serve.py --port {port}")
+    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in child_env(custom, environ, cores=2)
