@@ -42,6 +42,11 @@ def burn(stop_at: float) -> None:
         a = torch.tanh(a @ a)
 
 
+async def answer_all(engine, requests) -> list:
+    # gather() inside a coroutine: called outside one, it binds its futures to another event loop.
+    return await asyncio.gather(*(engine.generate(r) for r in requests))
+
+
 def run_once(config, requests) -> tuple[float, int]:
     from selflengthen.engines import create_engine
 
@@ -52,7 +57,7 @@ def run_once(config, requests) -> tuple[float, int]:
             warm = loop.run_until_complete(engine.generate(requests[0]))  # the server is ready and warm
             del warm
             started = time.perf_counter()
-            results = loop.run_until_complete(asyncio.gather(*(engine.generate(r) for r in requests)))
+            results = loop.run_until_complete(answer_all(engine, requests))
             seconds = time.perf_counter() - started
             loop.close()
         finally:
