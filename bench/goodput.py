@@ -91,6 +91,7 @@ def per_kept(run: dict) -> dict:
     run["s_per_kept"] = run["seconds"] / kept if kept else float("inf")
     run["tokens_per_kept"] = run["tokens"] / kept if kept else float("inf")
     run["share_kept"] = kept / run["tries"] if run["tries"] else 0.0
+    run["s_per_try"] = run["seconds"] / max(run["tries"], 1)
     return run
 
 
@@ -101,16 +102,25 @@ def row(name: str, r: dict) -> str:
     )
 
 
+MEDIAN_KEYS = (
+    "seconds",
+    "tokens",
+    "kept",
+    "tries",
+    "s_per_kept",
+    "tokens_per_kept",
+    "share_kept",
+    "s_per_try",
+)
+
+
 def summarize(fig: dict) -> list[str]:
     """Medians, the per-try estimate and the speedup of `fig["runs"]`, into `fig`; the lines to print,
     the last one `speedup = X` (or `speedup = n/a (...)`)."""
     medians = {}
     for design in ("ours", "reference"):
         runs = [r for r in fig["runs"] if r["design"] == design]
-        medians[design] = {
-            k: statistics.median(r[k] for r in runs)
-            for k in ("seconds", "tokens", "kept", "tries", "s_per_kept", "tokens_per_kept", "share_kept")
-        }
+        medians[design] = {k: statistics.median(r[k] for r in runs) for k in MEDIAN_KEYS}
     fig["medians"] = medians
     lines = [
         f"| **{d}, median** | {m['seconds']:.0f} | {m['tokens']:,.0f} | {m['kept']:g} | "
@@ -129,10 +139,7 @@ def summarize(fig: dict) -> list[str]:
     # the ratio of expected s/kept is then the ratio of seconds per try.
     tries = sum(r["tries"] for r in fig["runs"])
     pooled = sum(r["kept"] for r in fig["runs"]) / tries if tries else 0.0
-    per_try = {
-        d: statistics.median(r["seconds"] / max(r["tries"], 1) for r in fig["runs"] if r["design"] == d)
-        for d in medians
-    }
+    per_try = {d: m["s_per_try"] for d, m in medians.items()}
     fig["pooled_share_kept"] = round(pooled, 3)
     fig["seconds_per_try"] = {d: round(v, 1) for d, v in per_try.items()}
     fig["speedup_per_try"] = round(per_try["reference"] / per_try["ours"], 2)

@@ -13,16 +13,18 @@ def run(design: str, seconds: float, tokens: int, kept: int, tries: int) -> dict
     )
 
 
+def summarized(*runs: dict) -> tuple[dict, list[str]]:
+    fig = {"runs": list(runs)}
+    return fig, goodput.summarize(fig)
+
+
 def test_speedup_is_the_ratio_of_median_seconds_per_kept_extension():
-    fig = {
-        "runs": [
-            run("ours", 300, 20_000, 3, 30),
-            run("reference", 600, 30_000, 2, 20),
-            run("reference", 500, 30_000, 2, 20),
-            run("ours", 400, 20_000, 1, 30),
-        ]
-    }
-    lines = goodput.summarize(fig)
+    fig, lines = summarized(
+        run("ours", 300, 20_000, 3, 30),
+        run("reference", 600, 30_000, 2, 20),
+        run("reference", 500, 30_000, 2, 20),
+        run("ours", 400, 20_000, 1, 30),
+    )
     # ours: s/kept 100 and 400, median 250; reference: 300 and 250, median 275.
     assert fig["medians"]["ours"]["s_per_kept"] == 250 and fig["medians"]["reference"]["s_per_kept"] == 275
     assert lines[-1] == "speedup = 1.10" and fig["speedup"] == 1.1
@@ -34,15 +36,12 @@ def test_speedup_is_the_ratio_of_median_seconds_per_kept_extension():
 
 
 def test_a_design_that_kept_nothing_gets_no_speedup_figure():
-    fig = {
-        "runs": [
-            run("ours", 374, 25_302, 3, 27),
-            run("reference", 511, 33_604, 0, 24),
-            run("reference", 480, 30_000, 1, 22),
-            run("ours", 380, 25_000, 2, 26),
-        ]
-    }
-    lines = goodput.summarize(fig)
+    fig, lines = summarized(
+        run("ours", 374, 25_302, 3, 27),
+        run("reference", 511, 33_604, 0, 24),
+        run("reference", 480, 30_000, 1, 22),
+        run("ours", 380, 25_000, 2, 26),
+    )
     assert fig["speedup"] is None
     assert lines[-1].startswith("speedup = n/a (reference kept no extension in half its runs or more")
     assert "inf" not in lines[-1]
