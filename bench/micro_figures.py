@@ -8,10 +8,9 @@ import json
 import statistics
 from pathlib import Path
 
-from selflengthen.text.drift import gzip_ratio, tail_head_ratio
+from selflengthen.text.drift import WINDOW_WORDS, gzip_ratio, tail_head_ratio, window_gzip_ratios
 
 PHRASE_WORDS = 10  # the paper's repeated-phrase check
-WINDOW_WORDS = 200  # the window of the length-independent gzip figure
 EXCERPT_HEAD, EXCERPT_TAIL = 60, 30  # words shown from the start and the end of an answer
 GOALS = {"mean_ratio": 2.0, "median_ratio": 1.5, "length_score": 0.70, "length_score_gain": 0.25}
 
@@ -25,14 +24,10 @@ def read_rows(path: Path) -> list[dict]:
 
 def gzip_window_ratio(text: str, size: int = WINDOW_WORDS) -> float:
     """Mean gzip ratio over the text's consecutive windows of `size` words (the whole text if it
-    is shorter). A longer text compresses better even without any repetition (gzip finds more
-    common words to share), so the whole-text ratio rises with length alone; windows of one size
-    compare texts of different lengths on repetition only."""
-    words = text.split()
-    if len(words) <= size:
+    is shorter): unlike the whole-text ratio, it does not rise with length alone."""
+    if len(text.split()) <= size:
         return gzip_ratio(text)
-    windows = [words[i : i + size] for i in range(0, len(words) - size + 1, size)]
-    return statistics.mean(gzip_ratio(" ".join(w)) for w in windows)
+    return statistics.mean(window_gzip_ratios(text, size))
 
 
 def text_figures(row: dict) -> dict:

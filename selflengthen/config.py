@@ -184,6 +184,14 @@ class ChecksConfig(_Strict):
         "than its first third (gzip; ~1.0 for clean prose, a drift into near-repeats raises it); "
         "null = off, as in the paper",
     )
+    max_window_gzip: float | None = Field(
+        None,
+        gt=0.0,
+        description="reject a text with a 200-word window that compresses better than this (gzip ratio; "
+        "clean prose of a small model: ~1.8-2.1, near-repeats: 2.4 and up; words are split on whitespace, "
+        "so text without spaces, such as Chinese, has no windows and always passes); null = off, as in the "
+        "paper",
+    )
     early_abort: bool = Field(
         True,
         description="stop a generation at the first token where a repeated n-gram already rejects it: "

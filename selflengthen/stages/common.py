@@ -67,6 +67,7 @@ class RoundContext:
             ngram_cjk=c.ngram_cjk,
             meta_words=tuple(c.meta_words),
             max_tail_drift=c.max_tail_drift,
+            max_window_gzip=c.max_window_gzip,
         )
 
     def abort_rule(self, keep_fraction: float = 0.0) -> AbortRule | None:

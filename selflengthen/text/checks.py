@@ -11,7 +11,9 @@ The checks, in the order they are reported: the text is not empty; no n-gram of 
 punctuation; for English, the first and last lines do not talk about "the revised
 version" (the model commenting on its own rewrite instead of writing the text); and, when
 `max_tail_drift` is set, a long text's last third does not repeat itself more than its first
-third by that factor (text/drift.py; off by default, not one of the paper's checks).
+third by that factor, and when `max_window_gzip` is set, no window of 200 words compresses better
+than that (near-repeats anywhere in a text of 200 words or more; text/drift.py). Neither is one of
+the paper's checks: both are off by default, and neither can fail on a prefix (no early abort).
 
 A repeated n-gram is reported before the checks on how the text ends because it is the one
 failure a prefix already shows: a generation stopped at its first repeat (early abort,
@@ -26,7 +28,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from selflengthen.errors import ConfigError
-from selflengthen.text.drift import tail_head_ratio
+from selflengthen.text.drift import tail_head_ratio, window_gzip_ratios
 from selflengthen.text.words import detect_language
 
 # Reason codes. They are written to the run store, so their spelling is part of the format.
@@ -36,6 +38,7 @@ REASON_NO_FINAL_PUNCTUATION = "no_final_punctuation"
 REASON_REPEATED_NGRAM = "repeated_ngram"
 REASON_META_WORDS = "meta_words"
 REASON_TAIL_DRIFT = "tail_drift"
+REASON_NEAR_REPEATS = "near_repeats"
 # In the order check_text tests them: the first failing check is the one reported.
 ALL_REASONS = (
     REASON_EMPTY,
@@ -44,6 +47,7 @@ ALL_REASONS = (
     REASON_NO_FINAL_PUNCTUATION,
     REASON_META_WORDS,
     REASON_TAIL_DRIFT,
+    REASON_NEAR_REPEATS,
 )
 
 DEFAULT_META_WORDS = ("revised", "revision", "response", "version", "paragraph")
@@ -171,6 +175,7 @@ class CheckConfig:
     meta_tail_lines: int = 3  # last non-empty lines searched for meta words
     max_tail_drift: float | None = None  # tail/head gzip ratio above this fails a long text
     tail_drift_min_words: int = 300  # shorter texts are not judged: their thirds are too small
+    max_window_gzip: float | None = None  # a 200-word window compressing better than this fails
 
     def __post_init__(self) -> None:
         for name in ("ngram_words", "ngram_cjk"):
@@ -182,8 +187,10 @@ class CheckConfig:
         # A bare string would be searched letter by letter; catch it here, not in a run.
         if isinstance(self.meta_words, str):
             raise ConfigError("must be a list of words, not one string", field="meta_words")
-        if self.max_tail_drift is not None and self.max_tail_drift <= 0:
-            raise ConfigError(f"must be above 0, got {self.max_tail_drift}", field="max_tail_drift")
+        for name in ("max_tail_drift", "max_window_gzip"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"must be above 0, got {value}", field=name)
 
 
 DEFAULT_CHECK_CONFIG = CheckConfig()
@@ -219,4 +226,7 @@ def check_text(
         drift = tail_head_ratio(text)
         if drift is not None and drift > config.max_tail_drift:
             return REASON_TAIL_DRIFT
+    limit = config.max_window_gzip
+    if limit is not None and max(window_gzip_ratios(text), default=0.0) > limit:
+        return REASON_NEAR_REPEATS
     return None

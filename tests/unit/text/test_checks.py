@@ -17,6 +17,7 @@ from selflengthen.text.checks import (
     find_meta_words,
     text_units,
 )
+from selflengthen.text.drift import gzip_ratio, window_gzip_ratios
 
 WORDS_10 = "one two three four five six seven eight nine ten"
 WORDS_9 = "one two three four five six seven eight nine"
@@ -197,6 +198,7 @@ def test_check_config_defaults_are_the_papers():
     assert config.meta_words == ("revised", "revision", "response", "version", "paragraph")
     assert (config.meta_head_lines, config.meta_tail_lines) == (2, 3)
     assert config.max_tail_drift is None  # not one of the paper's checks: off unless asked for
+    assert config.max_window_gzip is None  # nor this one
 
 
 @pytest.mark.parametrize(
@@ -207,6 +209,7 @@ def test_check_config_defaults_are_the_papers():
         ({"meta_head_lines": -1}, "meta_head_lines"),
         ({"meta_words": "revised"}, "meta_words"),
         ({"max_tail_drift": 0.0}, "max_tail_drift"),
+        ({"max_window_gzip": -1.0}, "max_window_gzip"),
     ],
 )
 def test_check_config_rejects_bad_values_naming_the_field(kwargs, field):
@@ -226,6 +229,7 @@ def test_reasons_in_check_order():
         "no_final_punctuation",
         "meta_words",
         "tail_drift",
+        "near_repeats",
     )
 
 
@@ -259,6 +263,38 @@ def test_tail_drift_rejects_a_long_text_whose_end_repeats_itself():
     assert check_text(drifting, "stop") is None  # off by default
     short = " ".join(head[:100] + [w for c in clauses for w in c][:90]) + "."
     assert len(short.split()) < drift_on.tail_drift_min_words and check_text(short, "stop", drift_on) is None
+
+
+def test_near_repeats_rejects_a_window_of_near_repeated_clauses_anywhere():
+    """A 200-word stretch in the middle cycles through clauses that differ in one word (no 10-word
+    phrase repeats exactly): that window compresses far better than the made-up prose around it (a
+    small vocabulary: about 2.7, where real prose is about 2), so the text fails even though its
+    last third is clean (the tail-drift check would not see it)."""
+    clauses = [
+        ["high", "speed", "system", f"zone{i}", "companies", "make", "this", "idea", "easy"]
+        for i in range(40)
+    ]
+    middle = [w for c in clauses for w in c][:200]
+    text = " ".join(_prose(200, 1) + middle + _prose(200, 2)) + "."
+    clean = " ".join(_prose(600, 3)) + "."
+    on = CheckConfig(max_window_gzip=4.0)
+    ratios = window_gzip_ratios(text)
+    assert len(ratios) == 3 and ratios[1] > 4.0 > max(ratios[0], ratios[2])
+    assert check_text(text, "stop", on) == "near_repeats"
+    assert max(window_gzip_ratios(clean)) < 4.0 and check_text(clean, "stop", on) is None
+    assert check_text(text, "stop") is None  # off by default
+    # The checks before it still come first: a cut text is "truncated", whatever its windows.
+    assert check_text(text, "length", on) == "truncated"
+
+
+def test_window_gzip_ratios_use_whole_windows_from_the_first_word():
+    words = _prose(450, 4)
+    ratios = window_gzip_ratios(" ".join(words))
+    assert ratios == [gzip_ratio(" ".join(words[i : i + 200])) for i in (0, 200)]  # the last 50 are left out
+    assert window_gzip_ratios(" ".join(words[:199])) == []  # too short to judge
+    assert window_gzip_ratios("a\n\n" + " ".join(words[1:200])) == [
+        gzip_ratio(" ".join(["a", *words[1:200]]))
+    ]
 
 
 def test_good_texts_pass():
