@@ -192,6 +192,13 @@ class ChecksConfig(_Strict):
         "so text without spaces, such as Chinese, has no windows and always passes); null = off, as in the "
         "paper",
     )
+    min_words: int = Field(
+        0,
+        ge=0,
+        description="reject a finished text of fewer words (a Chinese character counts as one): an answer "
+        "of a few words (a bare web address) passes the paper's checks, and the Extender would "
+        "otherwise write a long text from it and both roles train on that; 0 = off, as in the paper",
+    )
     early_abort: bool = Field(
         True,
         description="stop a generation at the first token where a repeated n-gram already rejects it: "
@@ -229,6 +236,13 @@ class TrainConfig(_Strict):
         "round's adapter, so its updates add up; below 1 keeps later rounds from overshooting",
     )
     epochs: float = Field(4.0, gt=0.0, description="epochs over each round's SFT data")
+    end_weight: float = Field(
+        1.0,
+        ge=1.0,
+        description="weight of the end-of-turn token in the loss (1 = plain SFT): one token in "
+        "a thousand tells a long text where it stops, so a model trained on longer texts learns to "
+        "go on but hardly when to stop",
+    )
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1 = use epochs)")
     lr_scheduler: str = Field("cosine", description="transformers scheduler name")
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="share of steps for warm-up")

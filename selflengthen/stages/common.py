@@ -68,6 +68,7 @@ class RoundContext:
             meta_words=tuple(c.meta_words),
             max_tail_drift=c.max_tail_drift,
             max_window_gzip=c.max_window_gzip,
+            min_words=c.min_words,
         )
 
     def abort_rule(self, keep_fraction: float = 0.0) -> AbortRule | None:

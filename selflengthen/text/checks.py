@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from selflengthen.errors import ConfigError
 from selflengthen.text.drift import tail_head_ratio, window_gzip_ratios
-from selflengthen.text.words import detect_language
+from selflengthen.text.words import count_words, detect_language
 
 # Reason codes. They are written to the run store, so their spelling is part of the format.
 REASON_EMPTY = "empty"
@@ -39,6 +39,7 @@ REASON_REPEATED_NGRAM = "repeated_ngram"
 REASON_META_WORDS = "meta_words"
 REASON_TAIL_DRIFT = "tail_drift"
 REASON_NEAR_REPEATS = "near_repeats"
+REASON_TOO_FEW_WORDS = "too_few_words"
 # In the order check_text tests them: the first failing check is the one reported.
 ALL_REASONS = (
     REASON_EMPTY,
@@ -48,6 +49,7 @@ ALL_REASONS = (
     REASON_META_WORDS,
     REASON_TAIL_DRIFT,
     REASON_NEAR_REPEATS,
+    REASON_TOO_FEW_WORDS,
 )
 
 DEFAULT_META_WORDS = ("revised", "revision", "response", "version", "paragraph")
@@ -176,6 +178,7 @@ class CheckConfig:
     max_tail_drift: float | None = None  # tail/head gzip ratio above this fails a long text
     tail_drift_min_words: int = 300  # shorter texts are not judged: their thirds are too small
     max_window_gzip: float | None = None  # a 200-word window compressing better than this fails
+    min_words: int = 0  # a finished text of fewer words (Han characters count one each) fails
 
     def __post_init__(self) -> None:
         for name in ("ngram_words", "ngram_cjk"):
@@ -184,6 +187,8 @@ class CheckConfig:
         for name in ("meta_head_lines", "meta_tail_lines"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"must be at least 0, got {getattr(self, name)}", field=name)
+        if self.min_words < 0:
+            raise ConfigError(f"must be at least 0, got {self.min_words}", field="min_words")
         # A bare string would be searched letter by letter; catch it here, not in a run.
         if isinstance(self.meta_words, str):
             raise ConfigError("must be a list of words, not one string", field="meta_words")
@@ -229,4 +234,6 @@ def check_text(
     limit = config.max_window_gzip
     if limit is not None and max(window_gzip_ratios(text), default=0.0) > limit:
         return REASON_NEAR_REPEATS
+    if config.min_words and count_words(text) < config.min_words:
+        return REASON_TOO_FEW_WORDS
     return None

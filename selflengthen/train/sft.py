@@ -117,6 +117,10 @@ def train_adapter(
         peft_config=peft_config,
         callbacks=callbacks,
     )
+    end_weight = getattr(train_config, "end_weight", 1.0)
+    if end_weight != 1.0:
+        weight_end_token(trainer.model, tokenizer.eos_token_id, end_weight)
+        stats["end_weight"] = end_weight
     trainer.train(resume_from_checkpoint=last_checkpoint(work_dir))
     history = [[h["step"], round(h["loss"], 4)] for h in trainer.state.log_history if "loss" in h]
 
@@ -145,6 +149,31 @@ def trained_tokens(state: Any) -> int:
     transformers' own `num_input_tokens_seen` stays 0 unless `include_num_input_tokens_seen` is set."""
     logged = [h["num_tokens"] for h in state.log_history if isinstance(h.get("num_tokens"), (int, float))]
     return int(max(logged, default=0) or getattr(state, "num_input_tokens_seen", 0) or 0)
+
+
+def weight_end_token(model: Any, end_id: int, weight: float) -> None:
+    """Count the loss on the end-of-turn token `weight` times.
+
+    TRL's SFTTrainer asks the model for per-token log-probabilities of the labels (its fused LM head:
+    `model(..., labels=..., fused_lm_head=True)`) and sums them over the batch. Scaling the ones whose
+    label is the end token before that sum weights them, with the normaliser (the token count) and
+    TRL's metrics unchanged. The wrapper sits on the module the trainer calls, so DDP, DeepSpeed
+    and FSDP reach it through that module's own call."""
+    original = model.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        outputs = original(*args, **kwargs)
+        log_probs = getattr(outputs, "log_probs", None)
+        if not kwargs.get("fused_lm_head") or log_probs is None:
+            return outputs
+        # The fused head scores position t against label t + 1, unless the labels come pre-shifted.
+        shifted = kwargs.get("shift_labels")
+        if shifted is None:
+            shifted = kwargs["labels"][:, 1:]
+        outputs.log_probs = log_probs * (1.0 + (weight - 1.0) * (shifted == end_id).to(log_probs.dtype))
+        return outputs
+
+    model.forward = forward
 
 
 def _examples(tokenizer: Any, data: Path, max_length: int) -> tuple[list[dict], int]:

@@ -199,6 +199,7 @@ def test_check_config_defaults_are_the_papers():
     assert (config.meta_head_lines, config.meta_tail_lines) == (2, 3)
     assert config.max_tail_drift is None  # not one of the paper's checks: off unless asked for
     assert config.max_window_gzip is None  # nor this one
+    assert config.min_words == 0  # nor a minimum length
 
 
 @pytest.mark.parametrize(
@@ -210,6 +211,7 @@ def test_check_config_defaults_are_the_papers():
         ({"meta_words": "revised"}, "meta_words"),
         ({"max_tail_drift": 0.0}, "max_tail_drift"),
         ({"max_window_gzip": -1.0}, "max_window_gzip"),
+        ({"min_words": -1}, "min_words"),
     ],
 )
 def test_check_config_rejects_bad_values_naming_the_field(kwargs, field):
@@ -230,7 +232,24 @@ def test_reasons_in_check_order():
         "meta_words",
         "tail_drift",
         "near_repeats",
+        "too_few_words",
     )
+
+
+def test_min_words_rejects_a_few_word_answer_and_counts_chinese_characters():
+    on = CheckConfig(min_words=20)
+    url = "See https://example.com/weather-station/manual."
+    assert check_text(url, "stop") is None  # the paper's checks let a bare web address through
+    assert check_text(url, "stop", on) == "too_few_words"
+    twenty = " ".join(_prose(19, seed=3)) + " end."
+    assert check_text(twenty, "stop", on) is None  # exactly the minimum passes
+    assert check_text(twenty.split(" ", 1)[1], "stop", on) == "too_few_words"
+    # 29 units: LonGen's count takes each character and each mark; there are no spaces at all.
+    chinese = "春天来了，花开了，鸟儿在树上唱歌，孩子们在草地上跑来跑去。"
+    assert check_text(chinese, "stop", on) is None
+    assert check_text(chinese, "stop", CheckConfig(min_words=30)) == "too_few_words"
+    # A text that fails an earlier check keeps that verdict.
+    assert check_text("Too short and cut", "length", on) == "truncated"
 
 
 def _prose(n: int, seed: int) -> list[str]:
