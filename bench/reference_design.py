@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 
 from round_steps import LOOP
@@ -44,9 +44,29 @@ class BlockingClient:
         self.loop = LOOP
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
+        self.lock = threading.Lock()
+        self.in_flight: set[Future] = set()
+        self.cancelled = False
 
     def __call__(self, request: Request):
-        return asyncio.run_coroutine_threadsafe(self.engine.generate(request), self.loop).result()
+        with self.lock:
+            if self.cancelled:
+                raise CancelledError("the bench is stopping")
+            future = asyncio.run_coroutine_threadsafe(self.engine.generate(request), self.loop)
+            self.in_flight.add(future)
+        try:
+            return future.result()
+        finally:
+            with self.lock:
+                self.in_flight.discard(future)
+
+    def cancel(self) -> None:
+        """Cancel every request in flight and refuse new ones, so that the threads blocked on them
+        return at once (a signal or an error while the pools still hold work)."""
+        with self.lock:
+            self.cancelled = True
+            for future in self.in_flight:
+                future.cancel()
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -146,6 +166,13 @@ def reference_steps_1_2(
         ]
         passed = sum(extend_pool.map(extend_job, jobs))
         return {"answers_kept": len(kept_answers), "extensions_passed": passed, "extension_tries": tries[0]}
+    except BaseException:
+        # Stopped (SIGTERM, Ctrl-C) or failed: without this, shutdown() would wait for every queued
+        # item and each blocked thread would wait for its request, i.e. for the rest of the run.
+        call.cancel()
+        answer_pool.shutdown(cancel_futures=True)
+        extend_pool.shutdown(cancel_futures=True)
+        raise
     finally:
         answer_pool.shutdown()
         extend_pool.shutdown()

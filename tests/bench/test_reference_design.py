@@ -1,0 +1,71 @@
+"""bench/reference_design.py stops at once when the run fails or is interrupted, instead of waiting for
+every queued item and every request in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from concurrent.futures import CancelledError
+
+import pytest
+
+from selflengthen.config import Config
+from selflengthen.engines.fake import FakeEngine
+from tests.bench.conftest import BENCH, load_bench
+
+sys.path.insert(0, str(BENCH))  # the script imports its sibling round_steps, as when run from bench/
+reference_design = load_bench("reference_design")
+
+
+class HangingEngine(FakeEngine):
+    """The first request fails after a moment; every other one waits for an hour."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def generate(self, request):
+        self.calls += 1
+        if self.calls == 1:
+            await asyncio.sleep(0.3)
+            raise RuntimeError("engine down")
+        await asyncio.sleep(3600)
+        return await super().generate(request)
+
+
+def test_an_error_in_one_worker_stops_the_others_and_the_queue(tmp_path):
+    engine = HangingEngine()
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            reference_design.reference_steps_1_2(
+                Config(), engine, tmp_path, [f"Write essay {i}." for i in range(12)], workers=(4, 2)
+            )
+        except BaseException as exc:  # noqa: BLE001 - the test inspects whatever came out
+            outcome["error"] = exc
+
+    started = time.perf_counter()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the bench waited for requests that never finish"
+    assert isinstance(outcome.get("error"), RuntimeError) and "engine down" in str(outcome["error"])
+    assert time.perf_counter() - started < 30
+    # The 4 threads' first items reached the engine, and at most one more (the failed thread takes
+    # the next item before the error reaches the main thread); the queued rest were cancelled.
+    assert 4 <= engine.calls <= 5
+
+
+def test_a_cancelled_client_refuses_new_requests(tmp_path):
+    from selflengthen.engines.base import Request, SamplingParams
+
+    client = reference_design.BlockingClient(HangingEngine())
+    try:
+        client.cancel()
+        with pytest.raises(CancelledError):
+            client(Request([{"role": "user", "content": "hi"}], SamplingParams()))
+    finally:
+        client.close()
