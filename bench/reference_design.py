@@ -167,7 +167,7 @@ def reference_steps_1_2(
         passed = sum(extend_pool.map(extend_job, jobs))
         return {"answers_kept": len(kept_answers), "extensions_passed": passed, "extension_tries": tries[0]}
     except BaseException:
-        # Stopped (SIGTERM, Ctrl-C) or failed: without this, shutdown() would wait for every queued
+        # Stopped (Ctrl-C) or failed: without this, shutdown() would wait for every queued
         # item and each blocked thread would wait for its request, i.e. for the rest of the run.
         call.cancel()
         answer_pool.shutdown(cancel_futures=True)

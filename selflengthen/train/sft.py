@@ -20,11 +20,31 @@ from selflengthen.errors import TrainingError
 from selflengthen.store import adapter_complete, atomic_write_json, read_jsonl
 
 
-def _token_length(tokenizer: Any, row: dict) -> int:
-    ids = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True)
+def _token_ids(tokenizer: Any, messages: list[dict], **kwargs: Any) -> list[int]:
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, **kwargs)
     if isinstance(ids, dict) or hasattr(ids, "keys"):
         ids = ids["input_ids"]
-    return len(ids)
+    return list(ids)
+
+
+def _token_length(tokenizer: Any, row: dict) -> int:
+    return len(_token_ids(tokenizer, row["prompt"] + row["completion"]))
+
+
+def turn_end_id(tokenizer: Any, row: dict) -> int:
+    """The token that ends the assistant's turn in this model's chat template: the first special
+    token after the answer's text (<|im_end|> in SmolLM2 and Qwen, <end_of_turn> in Gemma, <|eot_id|>
+    in Llama 3). Not always the tokenizer's EOS (Gemma's is <eos>), and the model learns to stop at
+    the turn's end."""
+    prompt = _token_ids(tokenizer, row["prompt"], add_generation_prompt=True)
+    full = _token_ids(tokenizer, row["prompt"] + row["completion"])
+    special = set(tokenizer.all_special_ids)
+    for token in full[len(prompt) :]:
+        if token in special:
+            return token
+    raise TrainingError(
+        "train.end_weight: no special token ends the assistant's turn in this model's chat template"
+    )
 
 
 def last_checkpoint(work_dir: Path) -> str | None:
@@ -119,7 +139,13 @@ def train_adapter(
     )
     end_weight = getattr(train_config, "end_weight", 1.0)
     if end_weight != 1.0:
-        weight_end_token(trainer.model, tokenizer.eos_token_id, end_weight)
+        if args.label_smoothing_factor > 0 or args.loss_type != "nll":
+            # Those losses are not the sum of the label log-probabilities the weight scales.
+            raise TrainingError(
+                "train.end_weight works with the plain loss only, not with label smoothing or "
+                f"loss_type={args.loss_type!r}"
+            )
+        weight_end_token(trainer.model, turn_end_id(tokenizer, rows[0]), end_weight)
         stats["end_weight"] = end_weight
     trainer.train(resume_from_checkpoint=last_checkpoint(work_dir))
     history = [[h["step"], round(h["loss"], 4)] for h in trainer.state.log_history if "loss" in h]
@@ -152,7 +178,7 @@ def trained_tokens(state: Any) -> int:
 
 
 def weight_end_token(model: Any, end_id: int, weight: float) -> None:
-    """Count the loss on the end-of-turn token `weight` times.
+    """Count the loss on the end-of-turn token `end_id` `weight` times.
 
     TRL's SFTTrainer asks the model for per-token log-probabilities of the labels (its fused LM head:
     `model(..., labels=..., fused_lm_head=True)`) and sums them over the batch. Scaling the ones whose

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from selflengthen.config import Config
+from selflengthen.errors import TrainingError
 from selflengthen.model import resolve_base
-from selflengthen.store import round_dir
+from selflengthen.store import read_jsonl, round_dir
 from selflengthen.train.launch import train_role
-from selflengthen.train.sft import weight_end_token
+from selflengthen.train.sft import train_adapter, turn_end_id, weight_end_token
 
 pytestmark = pytest.mark.slow
 
@@ -43,12 +44,12 @@ def test_end_token_log_prob_scaled_and_nothing_else(base):
     input_ids = torch.tensor([ids])
     labels = input_ids.clone()
     labels[:, :n_prompt] = -100
-    end = labels[:, 1:] == tokenizer.eos_token_id
+    end = labels[:, 1:] == tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert int(end.sum()) == 1  # the answer's <|im_end|>
 
     with torch.no_grad():
         plain = model(input_ids=input_ids, labels=labels, fused_lm_head=True).log_probs.clone()
-        weight_end_token(model, tokenizer.eos_token_id, 5.0)
+        weight_end_token(model, tokenizer.convert_tokens_to_ids("<|im_end|>"), 5.0)
         weighted = model(input_ids=input_ids, labels=labels, fused_lm_head=True).log_probs
         # Without the fused head (generation), the output is the model's own, untouched.
         logits = model(input_ids=input_ids).logits
@@ -77,6 +78,31 @@ def test_trainer_step_uses_the_weight(base, tmp_path):
     weighted, stats = _first_loss(base, tmp_path, "weighted", 8.0)
     assert weighted > plain
     assert stats["end_weight"] == 8.0 and "end_weight" not in plain_stats
+
+
+def test_the_turn_end_token_comes_from_the_chat_template(base):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    row = next(iter(read_jsonl(FIXTURE)))
+    assert turn_end_id(tokenizer, row) == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    # A template whose turns end in plain text has no token to weight: said, not ignored.
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    with pytest.raises(TrainingError, match="end_weight"):
+        turn_end_id(tokenizer, row)
+
+
+def test_end_weight_with_another_loss_is_refused(base, tmp_path):
+    config = Config(train={"max_steps": 1, "max_length": 256, "end_weight": 2.0}).train
+    with pytest.raises(TrainingError, match="loss_type='dft'"):
+        train_adapter(
+            base=base,
+            data=FIXTURE,
+            out_dir=tmp_path / "a",
+            train_config=config,
+            sft_args={"loss_type": "dft"},
+        )
+    assert not (tmp_path / "a").exists()
 
 
 def test_end_weight_below_one_is_refused():
