@@ -137,7 +137,7 @@ def train_adapter(
         peft_config=peft_config,
         callbacks=callbacks,
     )
-    end_weight = getattr(train_config, "end_weight", 1.0)
+    end_weight = train_config.end_weight
     if end_weight != 1.0:
         if args.label_smoothing_factor > 0 or args.loss_type != "nll":
             # Those losses are not the sum of the label log-probabilities the weight scales.
