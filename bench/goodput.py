@@ -3,14 +3,17 @@
     python bench/goodput.py                                   # llama-server if installed, else transformers
     python bench/goodput.py --instructions 8 --reps 2 --max-tokens 512 --json out.json
     python bench/goodput.py --set checks.early_abort=false    # ours without early abort
+    python bench/goodput.py --decoding paper                  # ours with the paper's sampling too
 
 A user pays for kept samples, not for tokens/s. One round's Steps 1-2 on the embedded model, from
 the same instructions, with the paper's 10-word repeated n-gram check, driven two ways:
  ours       the project's stages: many items in flight, early abort (a generation stops at the
-            first token where a repeated 10-word phrase already rejects it);
+            first token where a repeated 10-word phrase already rejects it), and by default
+            anti-loop decoding (DRY, as configs/reproduce-micro.yaml sets it for this model);
  reference  the paper's reference scripts' design (bench/reference_design.py): 32 then 16
             threads of blocking requests, a barrier between the steps, every text generated to
-            its end.
+            its end, with the paper's sampling (its scripts have no anti-loop decoding).
+With `--decoding paper` ours samples as the reference does, so the two differ by design alone.
 Each run gets a fresh managed server (or a fresh transformers engine); the order alternates
 between repetitions. Both draw the same sampling seeds per item. Printed per run and as medians:
 wall seconds, generated tokens, kept extensions, seconds and tokens per kept extension, and the
@@ -18,7 +21,9 @@ share of Step-2 tries (extension job attempts) kept. The last line is
 `speedup = X`: the median of reference s/kept over the median of ours s/kept (n/a where a design
 kept nothing in at least half its runs). The line before it gives seconds per Step-2 try and the
 share of tries kept, pooled over both designs: early abort changes no verdict, so that share is
-the same for both, and with a handful of kept items a run it is the steadier estimate.
+the same for both, and with a handful of kept items a run it is the steadier estimate. With
+anti-loop decoding the designs keep a try with different probabilities, so that line pools each
+design's own runs instead.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -39,13 +45,15 @@ from round_steps import engine_overrides, seed_instructions, steps_1_2, write_in
 ROOT = Path(__file__).parents[1]
 
 
-def extension_tries(run_dir: Path) -> int:
+def extension_tries(run_dir: Path) -> tuple[int, dict[str, int]]:
+    """Step-2 tries, and the failed ones by reason."""
     from selflengthen.store import read_jsonl, round_dir
 
     # A job's failed tries are its attempts; a job that passed the 1.2 x rule adds its one good try.
     passed = ("kept", "passed", "length_biased_sampling")
-    rows = read_jsonl(round_dir(run_dir, 1).extensions)
-    return sum(len(row.get("attempts", ())) + (row.get("verdict") in passed) for row in rows)
+    rows = list(read_jsonl(round_dir(run_dir, 1).extensions))
+    failed = Counter(a["reason"] for row in rows for a in row.get("attempts", ()))
+    return sum(len(row.get("attempts", ())) + (row.get("verdict") in passed) for row in rows), dict(failed)
 
 
 def run_ours(config, make_engine, run_dir: Path, instructions: list[str]) -> dict:
@@ -55,11 +63,13 @@ def run_ours(config, make_engine, run_dir: Path, instructions: list[str]) -> dic
         aborted = getattr(getattr(engine, "stats", None), "aborted", None)
     finally:
         engine.close()
+    tries, failed = extension_tries(run_dir / "ours")
     return {
         "seconds": seconds,
         "tokens": tokens,
         "kept": counts["extensions_kept"],
-        "tries": extension_tries(run_dir / "ours"),
+        "tries": tries,
+        "failed_tries": failed,
         "answers_kept": counts["answers_kept"],
         "streams_aborted": aborted,
     }
@@ -82,6 +92,7 @@ def run_reference(config, make_engine, run_dir: Path, instructions: list[str], w
         "tokens": tokens,
         "kept": counts["extensions_passed"],
         "tries": counts["extension_tries"],
+        "failed_tries": counts["failed_tries"],
         "answers_kept": counts["answers_kept"],
     }
 
@@ -128,6 +139,19 @@ def summarize(fig: dict) -> list[str]:
         for d, m in medians.items()
     ]
     ours, ref = medians["ours"], medians["reference"]
+    # Why tries failed, each design's runs together: what the rest of its seconds paid for.
+    failed = {d: Counter() for d in medians}
+    for r in fig["runs"]:
+        failed[r["design"]].update(r.get("failed_tries", {}))
+    fig["failed_tries"] = {d: dict(c.most_common()) for d, c in failed.items()}
+    if any(failed.values()):
+        lines.append(
+            "failed Step-2 tries by reason: "
+            + "; ".join(
+                f"{d} " + (", ".join(f"{k} {n}" for k, n in c.most_common()) or "none")
+                for d, c in failed.items()
+            )
+        )
     # A design that kept nothing in half its runs or more has no s/kept to compare (its median is
     # infinite): the bench says so rather than print an infinite or undefined speedup.
     finite = all(0 < m["s_per_kept"] < float("inf") for m in (ours, ref))
@@ -137,15 +161,29 @@ def summarize(fig: dict) -> list[str]:
     # verdict (tests/unit/stages/test_early_abort.py), so a try is kept with the same probability in
     # both designs: pooling both designs' tries estimates that probability with all the data, and
     # the ratio of expected s/kept is then the ratio of seconds per try.
-    tries = sum(r["tries"] for r in fig["runs"])
-    pooled = sum(r["kept"] for r in fig["runs"]) / tries if tries else 0.0
+    # With anti-loop decoding for ours only, a try is kept with different probabilities, so each
+    # design's share is pooled over its own runs.
+    same = fig.get("decoding", "paper") == "paper"
+    pooled: dict[str, float] = {}
+    for d in medians:
+        runs = [r for r in fig["runs"] if same or r["design"] == d]
+        tries = sum(r["tries"] for r in runs)
+        pooled[d] = sum(r["kept"] for r in runs) / tries if tries else 0.0
     per_try = {d: m["s_per_try"] for d, m in medians.items()}
-    fig["pooled_share_kept"] = round(pooled, 3)
+    fig["pooled_share_kept"] = (
+        round(pooled["ours"], 3) if same else {d: round(v, 3) for d, v in pooled.items()}
+    )
     fig["seconds_per_try"] = {d: round(v, 1) for d, v in per_try.items()}
     fig["speedup_per_try"] = round(per_try["reference"] / per_try["ours"], 2)
 
     def expected(d: str) -> str:
-        return f"{per_try[d] / pooled:.1f}" if pooled else "inf"
+        return f"{per_try[d] / pooled[d]:.1f}" if pooled[d] else "inf"
+
+    shares = (
+        f"both designs pooled: {pooled['ours']:.3f}"
+        if same
+        else f"each design's runs pooled: ours {pooled['ours']:.3f}, reference {pooled['reference']:.3f}"
+    )
 
     tokens_ratio = (
         f"{ref['tokens_per_kept'] / ours['tokens_per_kept']:.2f}" if finite else "n/a (a design kept none)"
@@ -154,7 +192,7 @@ def summarize(fig: dict) -> list[str]:
         f"tokens per kept extension: reference / ours = {tokens_ratio}; share of Step-2 tries kept: "
         f"ours {ours['share_kept']:.2f}, reference {ref['share_kept']:.2f}",
         f"seconds per Step-2 try: ours {per_try['ours']:.1f}, reference {per_try['reference']:.1f}; "
-        f"share kept, both designs pooled: {pooled:.3f}; expected s/kept: ours {expected('ours')}, "
+        f"share kept, {shares}; expected s/kept: ours {expected('ours')}, "
         f"reference {expected('reference')}; speedup per try = {fig['speedup_per_try']:.2f}",
     ]
     if finite:
@@ -180,6 +218,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workers", default="32,16", help="the reference design's Step 1 and Step 2 threads")
     ap.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
     ap.add_argument("--set", action="append", default=[], help="config override, as for `selflengthen run`")
+    ap.add_argument(
+        "--decoding",
+        default="anti-loop",
+        choices=["anti-loop", "paper"],
+        help="ours' decoding: DRY anti-loop decoding as in configs/reproduce-micro.yaml (default), or the "
+        "paper's sampling as the reference's",
+    )
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
 
@@ -201,6 +246,19 @@ def main(argv: list[str] | None = None) -> dict:
             *args.set,
         ],
     )
+    # The reference scripts sample without anti-loop decoding; ours takes the DRY settings the project
+    # uses for this model, unless `--decoding paper`.
+    paper = config.sampling.model_copy(
+        update={"dry": config.sampling.dry.model_copy(update={"multiplier": 0.0})}
+    )
+    reference_config = config.model_copy(update={"sampling": paper})
+    if args.decoding == "paper":
+        config = reference_config
+    elif config.sampling.dry.multiplier == 0:
+        micro = load_config(ROOT / "configs" / "reproduce-micro.yaml")
+        config = config.model_copy(
+            update={"sampling": config.sampling.model_copy(update={"dry": micro.sampling.dry})}
+        )
     workers = tuple(int(w) for w in args.workers.split(","))
     instructions = seed_instructions(args.instructions)
 
@@ -215,6 +273,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cpus": os.cpu_count(),
         "load_before": os.getloadavg(),
         "early_abort": config.checks.early_abort,
+        "decoding": args.decoding,
+        "dry": config.sampling.dry.model_dump(),
         "runs": [],
     }
     header = (
@@ -222,7 +282,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print(
         f"engine {kind}, {args.instructions} instructions, max_tokens {args.max_tokens}, {args.slots} slots, "
-        f"10-word n-gram check, early abort {'on' if config.checks.early_abort else 'off'}; "
+        f"10-word n-gram check, early abort {'on' if config.checks.early_abort else 'off'}, ours' decoding "
+        f"{args.decoding} (DRY multiplier {config.sampling.dry.multiplier:g}), the reference's paper; "
         f"load average {os.getloadavg()[0]:.1f} before",
         flush=True,
     )
@@ -235,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
                 if design == "ours":
                     r = run_ours(config, make_engine, run_dir, instructions)
                 else:
-                    r = run_reference(config, make_engine, run_dir, instructions, workers)
+                    r = run_reference(reference_config, make_engine, run_dir, instructions, workers)
                 r = per_kept(dict(r, design=design, rep=rep, load=os.getloadavg()[0]))
                 fig["runs"].append(r)
                 print(row(f"{design} ({rep + 1})", r), flush=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from round_steps import LOOP
 
 from selflengthen.engines.base import Request
 from selflengthen.stages.common import RoundContext
-from selflengthen.stages.extend import extend_messages, stage2_prefill
+from selflengthen.stages.extend import NOT_LONGER, TOO_SHORT, extend_messages, stage2_prefill
 from selflengthen.stages.select import length_biased_keep
 from selflengthen.text.checks import check_text
 from selflengthen.text.paragraphs import former_half, join_paragraphs, keep_leading_fraction, split_paragraphs
@@ -83,6 +84,7 @@ def reference_steps_1_2(
     ctx = RoundContext.for_round(config, engine, run_dir, 1)
     call = BlockingClient(engine)
     tries, tries_lock = [0], threading.Lock()  # extension job tries (the 1.2 x rule's attempts)
+    failed: Counter[str] = Counter()  # a failed try's reason, named as the pipeline names it
     answer_pool = ThreadPoolExecutor(max_workers=workers[0])
     extend_pool = ThreadPoolExecutor(max_workers=workers[1])
     try:
@@ -125,7 +127,7 @@ def reference_steps_1_2(
             for _ in range(config.extend.retries):
                 with tries_lock:
                     tries[0] += 1
-                best, best_words = job["text"], job["words"]
+                best, best_words, accepted_any, reason = job["text"], job["words"], False, None
                 for _ in range(config.extend.micro_iterations):
                     former = join_paragraphs(former_half(split_paragraphs(best)))
                     out = call(
@@ -152,10 +154,15 @@ def reference_steps_1_2(
                     )
                     result = prefill + out.text
                     words = count_words(result)
-                    if check_text(result, out.finish_reason, ctx.checks) is None and words > best_words:
-                        best, best_words = result, words
+                    reason = check_text(result, out.finish_reason, ctx.checks)
+                    if reason is None and words <= best_words:
+                        reason = NOT_LONGER
+                    if reason is None:
+                        best, best_words, accepted_any = result, words, True
                 if best_words > config.extend.min_ratio * job["words"]:
                     return True
+                with tries_lock:
+                    failed[TOO_SHORT if accepted_any else str(reason)] += 1
             return False
 
         kept_answers = [a for a, k in zip(answers, keep, strict=True) if k]
@@ -165,7 +172,12 @@ def reference_steps_1_2(
             for j in range(config.extend.jobs_per_answer)
         ]
         passed = sum(extend_pool.map(extend_job, jobs))
-        return {"answers_kept": len(kept_answers), "extensions_passed": passed, "extension_tries": tries[0]}
+        return {
+            "answers_kept": len(kept_answers),
+            "extensions_passed": passed,
+            "extension_tries": tries[0],
+            "failed_tries": dict(failed),
+        }
     except BaseException:
         # Stopped (Ctrl-C) or failed: without this, shutdown() would wait for every queued
         # item and each blocked thread would wait for its request, i.e. for the rest of the run.

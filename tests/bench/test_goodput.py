@@ -48,3 +48,40 @@ def test_a_design_that_kept_nothing_gets_no_speedup_figure():
     assert "tokens per kept extension: reference / ours = n/a" in lines[-3]
     # The pooled estimate still has a figure: 6 kept of 99 tries.
     assert fig["pooled_share_kept"] == round(6 / 99, 3) and fig["speedup_per_try"] > 1
+
+
+def test_with_anti_loop_decoding_each_design_pools_its_own_tries():
+    runs = (
+        run("ours", 300, 20_000, 6, 12),
+        run("reference", 600, 30_000, 1, 20),
+        run("reference", 500, 30_000, 2, 20),
+        run("ours", 400, 20_000, 4, 12),
+    )
+    fig = {"runs": list(runs), "decoding": "anti-loop"}
+    lines = goodput.summarize(fig)
+    # ours: 10 kept of 24 tries; the reference: 3 of 40. Pooled together they would read 13/64.
+    assert fig["pooled_share_kept"] == {"ours": round(10 / 24, 3), "reference": 0.075}
+    assert "each design's runs pooled: ours 0.417, reference 0.075" in lines[-2]
+    # Per try: ours 25 and 33.3 s (median 29.17), reference 30 and 25 (27.5).
+    assert "expected s/kept: ours 70.0, reference 366.7" in lines[-2]
+    # s/kept: ours 50 and 100 (median 75), reference 600 and 250 (425).
+    assert lines[-1] == "speedup = 5.67"
+
+
+def test_failed_tries_are_counted_by_reason_per_design():
+    runs = (
+        dict(run("ours", 300, 20_000, 3, 10), failed_tries={"truncated": 4, "repeated_ngram": 3}),
+        dict(run("reference", 600, 30_000, 1, 10), failed_tries={"repeated_ngram": 9}),
+        dict(run("ours", 300, 20_000, 3, 10), failed_tries={"truncated": 2, "not_longer": 2}),
+        dict(run("reference", 600, 30_000, 1, 10), failed_tries={"repeated_ngram": 8, "truncated": 1}),
+    )
+    fig = {"runs": list(runs)}
+    lines = goodput.summarize(fig)
+    assert fig["failed_tries"] == {
+        "ours": {"truncated": 6, "repeated_ngram": 3, "not_longer": 2},
+        "reference": {"repeated_ngram": 17, "truncated": 1},
+    }
+    assert (
+        "failed Step-2 tries by reason: ours truncated 6, repeated_ngram 3, not_longer 2; "
+        "reference repeated_ngram 17, truncated 1"
+    ) in lines

@@ -70,3 +70,46 @@ def test_a_cancelled_client_refuses_new_requests(tmp_path):
             client(Request([{"role": "user", "content": "hi"}], SamplingParams()))
     finally:
         client.close()
+
+
+def test_failed_tries_are_counted_by_the_pipelines_reason(tmp_path):
+    """Every failed Step-2 try is counted under the reason the pipeline would record for it."""
+    from selflengthen.config import load_config
+
+    config = load_config(
+        None,
+        [
+            "generate.samples_per_instruction=1",
+            "select.length_biased=false",
+            "extend.jobs_per_answer=1",
+            "extend.micro_iterations=1",
+            "extend.retries=2",
+            "checks.ngram_words=10",
+        ],
+    )
+    words = "sea sky sand wind rain salt foam reef gull tide shell dune".split()
+    answer = " ".join(f"The {w} is here." for w in words)  # 48 words, no 10-word phrase twice
+    loop = "the waves roll in and the waves roll out again " * 4
+
+    def script(request):
+        query = request.messages[-1]["content"]
+        if request.tag.startswith("r1-bench"):
+            return answer
+        if request.tag == "stage1":
+            return answer
+        # Stage 2: essay 0 loops, essay 1 writes too little, essay 2 writes a longer clean text.
+        if "essay 0" in query:
+            return f" {loop}end."
+        if "essay 1" in query:
+            return " Short."
+        return " " + " ".join(f"Then the {w} grew {v}." for w in words for v in ("old", "new"))
+
+    counts = reference_design.reference_steps_1_2(
+        config,
+        FakeEngine(script),
+        tmp_path,
+        ["Write essay 0.", "Write essay 1.", "Write essay 2."],
+        workers=(2, 2),
+    )
+    assert counts["extensions_passed"] == 1 and counts["extension_tries"] == 5
+    assert counts["failed_tries"] == {"repeated_ngram": 2, "not_longer": 2}
