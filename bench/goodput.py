@@ -13,7 +13,8 @@ the same instructions, with the paper's 10-word repeated n-gram check, driven tw
  reference  the paper's reference scripts' design (bench/reference_design.py): 32 then 16
             threads of blocking requests, a barrier between the steps, every text generated to
             its end, with the paper's sampling (its scripts have no anti-loop decoding).
-With `--decoding paper` ours samples as the reference does, so the two differ by design alone.
+With `--decoding paper` (or `--reference-decoding anti-loop`) both sample alike, so the two differ by
+design alone.
 Each run gets a fresh managed server (or a fresh transformers engine); the order alternates
 between repetitions. Both draw the same sampling seeds per item. Printed per run and as medians:
 wall seconds, generated tokens, kept extensions, seconds and tokens per kept extension, and the
@@ -21,8 +22,8 @@ share of Step-2 tries (extension job attempts) kept. The last line is
 `speedup = X`: the median of reference s/kept over the median of ours s/kept (n/a where a design
 kept nothing in at least half its runs). The line before it gives seconds per Step-2 try and the
 share of tries kept, pooled over both designs: early abort changes no verdict, so that share is
-the same for both, and with a handful of kept items a run it is the steadier estimate. With
-anti-loop decoding the designs keep a try with different probabilities, so that line pools each
+the same for both, and with a handful of kept items a run it is the steadier estimate. When the
+designs decode differently they keep a try with different probabilities, so that line pools each
 design's own runs instead.
 """
 
@@ -163,7 +164,7 @@ def summarize(fig: dict) -> list[str]:
     # the ratio of expected s/kept is then the ratio of seconds per try.
     # With anti-loop decoding for ours only, a try is kept with different probabilities, so each
     # design's share is pooled over its own runs.
-    same = fig.get("decoding", "paper") == "paper"
+    same = fig.get("decoding", "paper") == fig.get("reference_decoding", "paper")
     pooled: dict[str, float] = {}
     for d in medians:
         runs = [r for r in fig["runs"] if same or r["design"] == d]
@@ -206,6 +207,27 @@ def summarize(fig: dict) -> list[str]:
     return lines
 
 
+def decodings(config, ours: str, reference: str):
+    """(ours' config, the reference's config, the DRY settings "anti-loop" means): each design's
+    sampling is the paper's or the anti-loop one; all else is shared."""
+    from selflengthen.config import load_config
+
+    # The reference scripts sample without anti-loop decoding. "anti-loop" is the config's own DRY
+    # section where it turns DRY on, else the one the project uses for this model.
+    dry = config.sampling.dry
+    if dry.multiplier == 0:
+        dry = load_config(ROOT / "configs" / "reproduce-micro.yaml").sampling.dry
+    decoded = {
+        "paper": config.sampling.model_copy(update={"dry": dry.model_copy(update={"multiplier": 0.0})}),
+        "anti-loop": config.sampling.model_copy(update={"dry": dry}),
+    }
+    return (
+        config.model_copy(update={"sampling": decoded[ours]}),
+        config.model_copy(update={"sampling": decoded[reference]}),
+        dry,
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engine", default="auto", choices=["auto", "transformers", "llama-server"])
@@ -224,6 +246,13 @@ def main(argv: list[str] | None = None) -> dict:
         choices=["anti-loop", "paper"],
         help="ours' decoding: DRY anti-loop decoding as in configs/reproduce-micro.yaml (default), or the "
         "paper's sampling as the reference's",
+    )
+    ap.add_argument(
+        "--reference-decoding",
+        default="paper",
+        choices=["paper", "anti-loop"],
+        help="the reference's decoding: the paper's sampling, as its scripts (default), or ours' anti-loop "
+        "decoding, to see what the design alone gains with it",
     )
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
@@ -246,19 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
             *args.set,
         ],
     )
-    # The reference scripts sample without anti-loop decoding; ours takes the DRY settings the project
-    # uses for this model, unless `--decoding paper`.
-    paper = config.sampling.model_copy(
-        update={"dry": config.sampling.dry.model_copy(update={"multiplier": 0.0})}
-    )
-    reference_config = config.model_copy(update={"sampling": paper})
-    if args.decoding == "paper":
-        config = reference_config
-    elif config.sampling.dry.multiplier == 0:
-        micro = load_config(ROOT / "configs" / "reproduce-micro.yaml")
-        config = config.model_copy(
-            update={"sampling": config.sampling.model_copy(update={"dry": micro.sampling.dry})}
-        )
+    config, reference_config, dry = decodings(config, args.decoding, args.reference_decoding)
     workers = tuple(int(w) for w in args.workers.split(","))
     instructions = seed_instructions(args.instructions)
 
@@ -274,7 +291,8 @@ def main(argv: list[str] | None = None) -> dict:
         "load_before": os.getloadavg(),
         "early_abort": config.checks.early_abort,
         "decoding": args.decoding,
-        "dry": config.sampling.dry.model_dump(),
+        "reference_decoding": args.reference_decoding,
+        "dry": dry.model_dump(),
         "runs": [],
     }
     header = (
@@ -283,7 +301,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"engine {kind}, {args.instructions} instructions, max_tokens {args.max_tokens}, {args.slots} slots, "
         f"10-word n-gram check, early abort {'on' if config.checks.early_abort else 'off'}, ours' decoding "
-        f"{args.decoding} (DRY multiplier {config.sampling.dry.multiplier:g}), the reference's paper; "
+        f"{args.decoding}, the reference's {args.reference_decoding} (anti-loop: DRY multiplier "
+        f"{dry.multiplier:g}); "
         f"load average {os.getloadavg()[0]:.1f} before",
         flush=True,
     )

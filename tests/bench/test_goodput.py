@@ -85,3 +85,24 @@ def test_failed_tries_are_counted_by_reason_per_design():
         "failed Step-2 tries by reason: ours truncated 6, repeated_ngram 3, not_longer 2; "
         "reference repeated_ngram 17, truncated 1"
     ) in lines
+
+
+def test_each_design_gets_the_decoding_asked_for_and_nothing_else_differs():
+    from selflengthen.config import load_config
+
+    demo = load_config(goodput.ROOT / "configs" / "demo.yaml", ["checks.ngram_words=10"])
+    assert demo.sampling.dry.multiplier == 0  # the demo's config has no DRY of its own
+    ours, reference, dry = goodput.decodings(demo, "anti-loop", "paper")
+    assert dry.multiplier == 0.8 and ours.sampling.dry == dry
+    assert reference.sampling.dry.multiplier == 0
+    # Only the DRY multiplier tells the two apart.
+    assert reference.sampling.dry.model_copy(update={"multiplier": 0.8}) == ours.sampling.dry
+    assert ours.model_copy(update={"sampling": reference.sampling}) == reference
+    ours, reference, _ = goodput.decodings(demo, "paper", "paper")
+    assert ours == reference and ours.sampling.dry.multiplier == 0
+    ours, reference, _ = goodput.decodings(demo, "anti-loop", "anti-loop")
+    assert ours == reference and ours.sampling.dry.multiplier == 0.8
+    # A config with DRY of its own keeps it as "anti-loop".
+    own = load_config(goodput.ROOT / "configs" / "demo.yaml", ["sampling.dry.multiplier=0.5"])
+    ours, reference, _ = goodput.decodings(own, "anti-loop", "paper")
+    assert ours.sampling.dry.multiplier == 0.5 and reference.sampling.dry.multiplier == 0
