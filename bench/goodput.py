@@ -21,10 +21,11 @@ wall seconds, generated tokens, kept extensions, seconds and tokens per kept ext
 share of Step-2 tries (extension job attempts) kept. The last line is
 `speedup = X`: the median of reference s/kept over the median of ours s/kept (n/a where a design
 kept nothing in at least half its runs). The line before it gives seconds per Step-2 try and the
-share of tries kept, pooled over both designs: early abort changes no verdict, so that share is
-the same for both, and with a handful of kept items a run it is the steadier estimate. When the
-designs decode differently they keep a try with different probabilities, so that line pools each
-design's own runs instead.
+share of tries kept, with the expected s/kept from the two. By default the designs decode
+differently and keep a try with different probabilities, so each design's share is pooled over its
+own runs. When both decode alike, early abort changes no verdict, so that share is the same for
+both and is pooled over both designs' runs: with a handful of kept items a run, the steadier
+estimate. A line before them counts each design's failed Step-2 tries by reason.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def summarize(fig: dict) -> list[str]:
     # verdict (tests/unit/stages/test_early_abort.py), so a try is kept with the same probability in
     # both designs: pooling both designs' tries estimates that probability with all the data, and
     # the ratio of expected s/kept is then the ratio of seconds per try.
-    # With anti-loop decoding for ours only, a try is kept with different probabilities, so each
+    # Where the designs decode differently, a try is kept with different probabilities, so each
     # design's share is pooled over its own runs.
     same = fig.get("decoding", "paper") == fig.get("reference_decoding", "paper")
     pooled: dict[str, float] = {}
@@ -210,8 +211,13 @@ def summarize(fig: dict) -> list[str]:
 def decodings(config, ours: str, reference: str):
     """(ours' config, the reference's config, the DRY settings "anti-loop" means): each design's
     sampling is the paper's or the anti-loop one; all else is shared."""
-    from selflengthen.config import load_config
+    from selflengthen.config import dry_unsupported, load_config
 
+    # model_copy skips the config's own check that the engine applies DRY: ask it here, so that no
+    # figure says "anti-loop" for texts an engine decoded without it.
+    problem = dry_unsupported(config.engine)
+    if problem and "anti-loop" in (ours, reference):
+        raise SystemExit(f"anti-loop decoding asked for, but {problem}; use --decoding paper")
     # The reference scripts sample without anti-loop decoding. "anti-loop" is the config's own DRY
     # section where it turns DRY on, else the one the project uses for this model.
     dry = config.sampling.dry

@@ -10,8 +10,9 @@ qwen/step2_ext_responses.py; facts read from them, no code taken):
           per try, the micro-iterations one after the other, each a blocking stage-1 call then a
           blocking stage-2 call, then the 1.2 x rule; a failed job tries again from the answer.
 So at most 32, then 16, requests are in flight, however many the server could take, and Step 2
-waits for Step 1's slowest item. Same prompts, sampling, checks and selection as the project's
-stages (their helpers are reused), same engine: only the driving differs. Every text is generated
+waits for Step 1's slowest item. Same prompts, checks and selection as the project's stages
+(their helpers are reused), same engine, and the sampling of the config it is given (bench/goodput.py
+gives it the paper's by default, and ours DRY): only the driving differs. Every text is generated
 to its end (no early abort), as the reference scripts do. Each item draws its seeds from the same
 id as in the pipeline (bench/round_steps.py writes instruction i as "r1-bench-000i"), so both see
 the same sampling seeds and differ only where the designs do.

@@ -106,3 +106,31 @@ def test_each_design_gets_the_decoding_asked_for_and_nothing_else_differs():
     own = load_config(goodput.ROOT / "configs" / "demo.yaml", ["sampling.dry.multiplier=0.5"])
     ours, reference, _ = goodput.decodings(own, "anti-loop", "paper")
     assert ours.sampling.dry.multiplier == 0.5 and reference.sampling.dry.multiplier == 0
+
+
+def test_when_both_designs_decode_alike_their_tries_are_pooled_together():
+    runs = (
+        run("ours", 300, 20_000, 6, 12),
+        run("reference", 600, 30_000, 1, 20),
+        run("reference", 500, 30_000, 2, 20),
+        run("ours", 400, 20_000, 4, 12),
+    )
+    fig = {"runs": list(runs), "decoding": "anti-loop", "reference_decoding": "anti-loop"}
+    lines = goodput.summarize(fig)
+    assert fig["pooled_share_kept"] == round(13 / 64, 3)
+    assert f"both designs pooled: {13 / 64:.3f}" in lines[-2]
+
+
+def test_anti_loop_decoding_on_an_engine_that_would_ignore_it_is_refused():
+    import pytest
+
+    from selflengthen.config import load_config
+
+    config = load_config(
+        goodput.ROOT / "configs" / "demo.yaml",
+        ["engine.kind=openai", "engine.server.managed=true", "engine.server.preset=llamacpp"],
+    )
+    with pytest.raises(SystemExit, match="no DRY sampler"):
+        goodput.decodings(config, "anti-loop", "paper")
+    ours, reference, _ = goodput.decodings(config, "paper", "paper")  # nothing to ignore
+    assert ours.sampling.dry.multiplier == reference.sampling.dry.multiplier == 0

@@ -1,5 +1,5 @@
 """bench/reference_design.py stops at once when the run fails or is interrupted, instead of waiting for
-every queued item and every request in flight."""
+every queued item and every request in flight; and it names a failed Step-2 try as the pipeline does."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from concurrent.futures import CancelledError
+from types import SimpleNamespace
 
 import pytest
 
@@ -72,17 +73,20 @@ def test_a_cancelled_client_refuses_new_requests(tmp_path):
         client.close()
 
 
-def test_failed_tries_are_counted_by_the_pipelines_reason(tmp_path):
-    """Every failed Step-2 try is counted under the reason the pipeline would record for it."""
+def test_failed_tries_are_named_as_the_pipeline_names_them(tmp_path):
+    """The same scripted round through the reference design and through the project's stages: each
+    design's failed Step-2 tries, by reason, are the same, and cover every way a try fails."""
     from selflengthen.config import load_config
 
+    goodput = load_bench("goodput")
+    round_steps = load_bench("round_steps")
     config = load_config(
         None,
         [
             "generate.samples_per_instruction=1",
             "select.length_biased=false",
             "extend.jobs_per_answer=1",
-            "extend.micro_iterations=1",
+            "extend.micro_iterations=2",
             "extend.retries=2",
             "checks.ngram_words=10",
         ],
@@ -92,24 +96,27 @@ def test_failed_tries_are_counted_by_the_pipelines_reason(tmp_path):
     loop = "the waves roll in and the waves roll out again " * 4
 
     def script(request):
-        query = request.messages[-1]["content"]
-        if request.tag.startswith("r1-bench"):
+        prompt = request.messages[-1]["content"]
+        if request.tag not in ("stage1", "stage2"):
             return answer
         if request.tag == "stage1":
             return answer
-        # Stage 2: essay 0 loops, essay 1 writes too little, essay 2 writes a longer clean text.
-        if "essay 0" in query:
+        if "essay 0" in prompt:  # loops in every step: repeated_ngram
             return f" {loop}end."
-        if "essay 1" in query:
+        if "essay 1" in prompt:  # clean but shorter than the text before: not_longer
             return " Short."
+        if "essay 3" in prompt:  # a little longer (under 1.2 x), then a loop: too_short
+            return f" {loop}end." if "Marker" in prompt else f" {answer} Marker one two."
         return " " + " ".join(f"Then the {w} grew {v}." for w in words for v in ("old", "new"))
 
+    instructions = ["Write essay 0.", "Write essay 1.", "Write essay 2.", "Write essay 3."]
     counts = reference_design.reference_steps_1_2(
-        config,
-        FakeEngine(script),
-        tmp_path,
-        ["Write essay 0.", "Write essay 1.", "Write essay 2."],
-        workers=(2, 2),
+        config, FakeEngine(script), tmp_path / "reference", instructions, workers=(2, 2)
     )
-    assert counts["extensions_passed"] == 1 and counts["extension_tries"] == 5
-    assert counts["failed_tries"] == {"repeated_ngram": 2, "not_longer": 2}
+    ours = FakeEngine(script)
+    ours.stats = SimpleNamespace(completion_tokens=0)  # what the bench reads of a real engine
+    round_steps.steps_1_2(config, ours, tmp_path / "ours", instructions)
+    tries, failed = goodput.extension_tries(tmp_path / "ours")
+    expected = {"repeated_ngram": 2, "not_longer": 2, "too_short": 2}
+    assert counts["failed_tries"] == expected and failed == expected
+    assert counts["extension_tries"] == tries == 7 and counts["extensions_passed"] == 1
