@@ -5,6 +5,7 @@ plot): pure functions over answer rows, used by bench/micro_reproduction.py and 
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -12,6 +13,10 @@ from selflengthen.text.drift import WINDOW_WORDS, gzip_ratio, tail_head_ratio, w
 
 PHRASE_WORDS = 10  # the paper's repeated-phrase check
 EXCERPT_HEAD, EXCERPT_TAIL = 60, 30  # words shown from the start and the end of an answer
+# A sentence this long is a run-on: the base model's sentences rarely pass 50 words, while the long
+# answers of a trained 135M Generator that reach the token limit end in one sentence of 100 or more.
+RUN_ON_WORDS = 80
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 GOALS = {"mean_ratio": 2.0, "median_ratio": 1.5, "length_score": 0.70, "length_score_gain": 0.25}
 
 
@@ -30,6 +35,12 @@ def gzip_window_ratio(text: str, size: int = WINDOW_WORDS) -> float:
     return statistics.mean(window_gzip_ratios(text, size))
 
 
+def longest_sentence(text: str) -> int:
+    """Words in the text's longest sentence (sentences end at . ! ? before a space, or at a line
+    break, so list items and headings are sentences of their own)."""
+    return max((len(s.split()) for s in SENTENCE_END.split(text)), default=0)
+
+
 def text_figures(row: dict) -> dict:
     from selflengthen.text.checks import find_repeated_ngram
     from selflengthen.text.words import count_words
@@ -42,6 +53,7 @@ def text_figures(row: dict) -> dict:
         "gzip_ratio": gzip_ratio(text),
         "gzip_window": gzip_window_ratio(text),
         "tail_head": tail_head_ratio(text),
+        "longest_sentence": longest_sentence(text),
     }
 
 
@@ -59,6 +71,8 @@ def round_figures(rows: list[dict], base: dict | None = None) -> dict:
         "gzip_ratio": round(statistics.mean(p["gzip_ratio"] for p in per), 3),
         "gzip_window": round(statistics.mean(p["gzip_window"] for p in per), 3),
         "tail_head": round(statistics.mean(tails), 3) if tails else None,
+        "run_on": round(sum(p["longest_sentence"] >= RUN_ON_WORDS for p in per) / len(per), 3),
+        "longest_sentence": statistics.median(p["longest_sentence"] for p in per),
         "words_all": words,
     }
     if base:
@@ -115,8 +129,9 @@ def goals(rounds: list[dict], scores: dict) -> list[tuple[str, bool | None]]:
 
 
 def training_texts(run_dir: Path, k: int) -> dict:
-    """The Generator's training texts of round k: how many, their mean / median words and mean gzip
-    tail / head, and the learning rate its adapter was trained at (when its stats say)."""
+    """The Generator's training texts of round k: how many, their mean / median words, mean gzip
+    tail / head and share with a run-on sentence, and the learning rate its adapter was trained at
+    (when its stats say)."""
     from selflengthen.text.words import count_words
 
     path = Path(run_dir) / f"round-{k}" / "sft" / "generator.jsonl"
@@ -132,6 +147,9 @@ def training_texts(run_dir: Path, k: int) -> dict:
         "train_mean_words": round(statistics.mean(words)) if words else None,
         "train_median_words": statistics.median(words) if words else None,
         "train_tail_head": round(statistics.mean(drift), 3) if drift else None,
+        "train_run_on": round(sum(longest_sentence(t) >= RUN_ON_WORDS for t in texts) / len(texts), 3)
+        if texts
+        else None,
         "train_lr": stats.get("learning_rate"),
     }
 
@@ -175,9 +193,12 @@ COLUMNS = [
     ("gzip_ratio", "gzip ratio"),
     ("gzip_window", f"gzip ratio, {WINDOW_WORDS}-word windows"),
     ("tail_head", "gzip tail / head"),
+    ("run_on", f"a sentence of {RUN_ON_WORDS}+ words"),
+    ("longest_sentence", "longest sentence, median words"),
     ("train_n", "Generator training texts"),
     ("train_mean_words", "their mean words"),
     ("train_tail_head", "their gzip tail / head"),
+    ("train_run_on", f"their share with a {RUN_ON_WORDS}+ word sentence"),
     ("train_lr", "learning rate"),
 ]
 

@@ -61,6 +61,18 @@ def test_text_figures():
     assert not f["repeated_phrase"] and not f["cut"]
 
 
+def test_longest_sentence_and_run_on_share():
+    assert figs.longest_sentence("") == 0
+    assert figs.longest_sentence("One two three. Four five! Six?") == 3
+    # A line break ends a sentence (list items, headings); a dot inside a word does not.
+    assert figs.longest_sentence("- item one\n- item two three four\nSee www.example.com now.") == 5
+    run_on = "It was good. " + varied(90)  # a closing sentence of 90 words
+    assert figs.longest_sentence(run_on) == 90
+    rows = [{"response": run_on}, {"response": "Short. Text here."}, {"response": "A b c. " * 40}]
+    f = figs.round_figures(rows)
+    assert f["run_on"] == 0.333 and f["longest_sentence"] == 3
+
+
 def test_round_figures_and_ratios():
     base = figs.round_figures([{"response": varied(100)}, {"response": varied(300)}])
     assert (base["n"], base["mean_words"], base["median_words"], base["repeated_phrase"]) == (2, 200, 200, 0)
