@@ -167,11 +167,12 @@ def report(
     meta: dict | None = None,
     seeds: tuple[int, ...] = SEEDS,
     only: set[str] | None = None,
+    heldout_seed: int = SEEDS[0],
 ) -> dict:
     """Answer what is missing, then write RUN/heldout/{figures.json, table.md, excerpts.md, lengths.png}."""
     out = Path(run_dir) / "heldout"
     out.mkdir(parents=True, exist_ok=True)
-    params = decoding(config)
+    params = decoding(config, heldout_seed)
     started = time.time()
     rounds, scores, answers, by_seed = [], {}, {}, {}
     found = [m for m in models(config, run_dir) if only is None or m[0] in only or m[0] == "round-0"]
@@ -262,6 +263,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="decoding seeds for the constrained set; its length score is their mean (default %(default)s)",
     )
     ap.add_argument(
+        "--heldout-seed",
+        type=int,
+        default=SEEDS[0],
+        help="decoding seed of the held-out answers (default %(default)s); another seed, in a copy of the "
+        "run without its held-out answers, gives a second draw of the same comparison",
+    )
+    ap.add_argument(
         "--models",
         help="answer and report only these models besides the base, e.g. round-2,final (default: all found)",
     )
@@ -300,6 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
         "config": config_path,
         "overrides": args.set,
+        "heldout_seed": args.heldout_seed,
         "hardware": hardware(),
         "loop_minutes": round((time.time() - started) / 60, 1),
     }
@@ -313,6 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
         meta=meta,
         seeds=seeds,
         only=set(args.models.split(",")) if args.models else None,
+        heldout_seed=args.heldout_seed,
     )
     print((run_dir / "heldout" / "table.md").read_text())
     print(json.dumps({k: v for k, v in figures.items() if k not in ("rounds", "goals")}))

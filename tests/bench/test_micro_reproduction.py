@@ -241,6 +241,24 @@ def test_decoding_is_the_configs_with_the_last_rounds_budget():
     assert params.seed == 1234 and bench.decoding(load_config(bench.CONFIG), 777).seed == 777
 
 
+def test_heldout_seed_decodes_the_heldout_answers(tmp_path):
+    """`--heldout-seed`: every held-out request carries that seed (a second draw of the comparison)."""
+    seeds = []
+
+    def factory(label, adapter):
+        def script(request):
+            seeds.append(request.params.seed)
+            return varied(100)
+
+        return FakeEngine(script)
+
+    run = fake_run(tmp_path)
+    heldout = [r for p in bench.HELDOUT for r in bench.read_rows(p)][:2]
+    config = load_config(bench.CONFIG)
+    bench.report(config, run, heldout, [], factory, only={"round-3"}, heldout_seed=777)
+    assert seeds == [777] * 4  # the base and round 3, 2 queries each
+
+
 def test_seeds_option_rejects_non_integers(capsys):
     for bad in ("1,x", "7,7"):
         with pytest.raises(SystemExit) as exc:
