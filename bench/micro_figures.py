@@ -13,8 +13,9 @@ from selflengthen.text.drift import WINDOW_WORDS, gzip_ratio, tail_head_ratio, w
 
 PHRASE_WORDS = 10  # the paper's repeated-phrase check
 EXCERPT_HEAD, EXCERPT_TAIL = 60, 30  # words shown from the start and the end of an answer
-# A sentence this long is a run-on: the base model's sentences rarely pass 50 words, while the long
-# answers of a trained 135M Generator that reach the token limit end in one sentence of 100 or more.
+# A sentence this long is a run-on: the base model's longest sentence per held-out answer ran 18-69
+# words, while the long answers of a trained 135M Generator that reach the token limit end in one
+# sentence of 100 or more.
 RUN_ON_WORDS = 80
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 GOALS = {"mean_ratio": 2.0, "median_ratio": 1.5, "length_score": 0.70, "length_score_gain": 0.25}
