@@ -38,8 +38,11 @@ def gzip_window_ratio(text: str, size: int = WINDOW_WORDS) -> float:
 
 def longest_sentence(text: str) -> int:
     """Words in the text's longest sentence (sentences end at . ! ? before a space, or at a line
-    break, so list items and headings are sentences of their own)."""
-    return max((len(s.split()) for s in SENTENCE_END.split(text)), default=0)
+    break, so list items and headings are sentences of their own), counted as every other word
+    figure here is: with the pipeline's counter."""
+    from selflengthen.text.words import count_words
+
+    return max((count_words(s) for s in SENTENCE_END.split(text)), default=0)
 
 
 def text_figures(row: dict) -> dict:
